@@ -1,0 +1,132 @@
+"""A registry that maps model names to builder functions.
+
+Every builder in `models/` registers itself with :func:`register`, so a model can be
+chosen by name from a config file or the command line::
+
+    import models
+    model = models.get("unet", input_shape=(64, 64, 1), num_classes=4)
+    print(models.list_models())
+    print(models.summary_table())
+
+The registry stores, beside each builder, the facts the README's model table shows: the
+family, the lecture topic, the spatial ranks it supports and a small example configuration
+(used by tests and by :func:`summary_table`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about one model.
+
+    Attributes:
+        name: registry key, lower case with hyphens or underscores (e.g. ``"resnet50"``).
+        builder: function ``builder(**kwargs) -> keras.Model``.
+        family: architecture family shown in tables (e.g. ``"ResNet"``).
+        topic: lecture topic the model belongs to (e.g. ``"CNN architectures"``).
+        ranks: spatial ranks the builder accepts, e.g. ``(2, 3)`` for 2D and 3D images, ``(1,)`` for
+            sequences or point sets, ``(0,)`` for flat feature vectors.
+        defaults: keyword arguments for the configuration shown in :func:`summary_table`
+            (the canonical/published configuration where one exists).
+    """
+
+    name: str
+    builder: Callable[..., keras.Model]
+    family: str
+    topic: str
+    ranks: tuple[int, ...]
+    defaults: dict[str, Any]
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    family: str,
+    topic: str,
+    ranks: tuple[int, ...] = (2, 3),
+    defaults: dict[str, Any] | None = None,
+) -> Callable[[Callable[..., keras.Model]], Callable[..., keras.Model]]:
+    """Decorator that registers a model builder under ``name``.
+
+    Args:
+        name: registry key; must be unique.
+        family, topic, ranks, defaults: see :class:`ModelSpec`.
+
+    Returns:
+        The decorator, which returns the builder unchanged.
+    """
+
+    def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].builder}")
+        _REGISTRY[name] = ModelSpec(name, builder, family, topic, tuple(ranks), dict(defaults or {}))
+        return builder
+
+    return decorator
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Return the :class:`ModelSpec` registered under ``name`` (clear error if unknown)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown model {name!r}; registered models are: {', '.join(list_models())}"
+        ) from None
+
+
+def get(name: str, **kwargs: Any) -> keras.Model:
+    """Build the model registered under ``name``.
+
+    Args:
+        name: a name from :func:`list_models`.
+        **kwargs: keyword arguments for the builder; they override the registered defaults.
+
+    Returns:
+        A new, freshly initialised ``keras.Model``.
+    """
+    spec = get_spec(name)
+    return spec.builder(**{**spec.defaults, **kwargs})
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Sorted names of all registered models, optionally only those of one ``family``."""
+    return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
+
+
+def summary_table(names: list[str] | None = None) -> str:
+    """A Markdown table: name, family, parameters, input ranks and lecture topic.
+
+    Each model is built once with its registered defaults to count its parameters, so this
+    takes a little while for the large presets.
+
+    Args:
+        names: models to include (default: all registered models).
+
+    Returns:
+        The table as a Markdown string.
+    """
+    rows = ["| name | family | parameters | input rank | lecture topic |", "| --- | --- | ---: | --- | --- |"]
+    for name in names or list_models():
+        spec = get_spec(name)
+        model = get(name)
+        params = model.count_params()
+        ranks = "/".join(_rank_label(r) for r in spec.ranks)
+        rows.append(f"| `{name}` | {spec.family} | {params:,} | {ranks} | {spec.topic} |")
+        del model
+        keras.backend.clear_session()
+    return "\n".join(rows)
+
+
+def _rank_label(rank: int) -> str:
+    return {0: "vector", 1: "sequence/points"}.get(rank, f"{rank}D")

@@ -1,0 +1,26 @@
+"""Shared pytest fixtures: fixed seeds, quiet TensorFlow, and a fresh Keras session per test."""
+
+import os
+
+# Set before TensorFlow is imported anywhere (the library packages set the same defaults).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    """Each test starts from the same global seed and a clean Keras graph/name scope."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded NumPy generator for building test inputs (never used inside graph code)."""
+    return np.random.default_rng(0)
