@@ -1,0 +1,65 @@
+"""Count the floating-point operations of a model's convolution and dense layers.
+
+Used by the throughput benchmarks to turn samples/s into achieved GFLOP/s, and handy in the
+architecture lecture to compare models by compute as well as by parameters.
+
+Convention: one multiply-add counts as 2 FLOPs. Only convolutions (including transposed and
+depthwise-free separable forms are not special-cased) and dense layers are counted: they are
+more than 95% of the work of a conv net. Normalisation, activations, pooling and resizing are ignored.
+A training step costs about 3x the forward pass (forward, gradient w.r.t. inputs, gradient w.r.t. weights).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+_CONV_TYPES = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
+_CONV_T_TYPES = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
+
+
+def _layer_forward_flops(layer: keras.layers.Layer) -> int:
+    """FLOPs of one call of ``layer`` (batch size 1), from its built input/output shapes."""
+    if isinstance(layer, _CONV_T_TYPES):
+        # Each input voxel scatters a kernel-sized patch into every output channel.
+        in_shape = layer.input.shape
+        kernel_volume = math.prod(layer.kernel_size)
+        return 2 * math.prod(in_shape[1:-1]) * in_shape[-1] * kernel_volume * layer.filters
+    if isinstance(layer, _CONV_TYPES):
+        out_shape = layer.output.shape
+        in_channels = layer.input.shape[-1]
+        kernel_volume = math.prod(layer.kernel_size)
+        return 2 * math.prod(out_shape[1:-1]) * layer.filters * kernel_volume * in_channels // layer.groups
+    if isinstance(layer, layers.Dense):
+        in_shape = layer.input.shape
+        positions = math.prod(in_shape[1:-1]) if len(in_shape) > 2 else 1
+        return 2 * positions * in_shape[-1] * layer.units
+    return 0
+
+
+def count_flops(model: keras.Model, training: bool = False) -> int:
+    """FLOPs of one sample through ``model`` (conv and dense layers, nested models included).
+
+    Args:
+        model: a built functional ``keras.Model`` with fully defined input shape (no ``None``
+            spatial dimensions).
+        training: if True, return the cost of a training step (about 3x the forward pass).
+
+    Returns:
+        FLOPs per sample (1 multiply-add = 2 FLOPs).
+
+    Raises:
+        ValueError: if the model's spatial input shape is not fully defined.
+    """
+    for tensor in model.inputs:
+        if any(d is None for d in tensor.shape[1:]):
+            raise ValueError(f"count_flops needs fully defined input shapes; got {tensor.shape} for input {tensor.name!r}")
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_flops(layer)
+        else:
+            total += _layer_forward_flops(layer)
+    return 3 * total if training else total
