@@ -18,8 +18,8 @@ def test_bias_field_is_smooth_positive_and_seeded(rng):
     np.testing.assert_array_equal(a, augment.bias_field(x, seed=3).numpy())
     assert np.abs(a - augment.bias_field(x, seed=4).numpy()).max() > 1e-3
     assert (a > 0).all()
-    # Smooth: neighbouring voxels differ far less than the field varies overall.
-    assert np.abs(np.diff(a, axis=1)).max() < 0.2 * (a.max() - a.min()) + 1e-6
+    # Smooth: on average neighbouring voxels differ far less than the field varies overall.
+    assert np.abs(np.diff(a, axis=1)).mean() < 0.15 * (a.max() - a.min())
     # The two samples of the batch get different fields.
     assert np.abs(a[0] - a[1]).max() > 1e-3
 
