@@ -1,0 +1,175 @@
+"""Tests for training.config: dataclass configs with command-line overrides and YAML/JSON files."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+import yaml
+
+from training.config import (
+    ConfigError,
+    add_arguments,
+    config_from_namespace,
+    field,
+    from_dict,
+    load_config,
+    parse_args,
+    save_config,
+    to_dict,
+)
+
+
+@dataclasses.dataclass
+class ExampleConfig:
+    """A config using every supported field type."""
+
+    epochs: int = field(10, "passes over the training set")
+    learning_rate: float = field(1e-3, "optimiser step size")
+    mode: str = field("2d", "2d slices or 3d patches", choices=("2d", "3d"))
+    augment: list[str] = field(["flip", "affine"], "augmentation chain")
+    patch_size: tuple[int, ...] = field((16, 32, 32), "3D patch size (D, H, W)")
+    mixed_precision: bool = field(False, "float16 compute")
+    data_dir: str | None = field(None, "folder of NIfTI pairs")
+
+
+def test_defaults_when_no_arguments():
+    cfg = parse_args(ExampleConfig, [])
+    assert cfg == ExampleConfig()
+    assert cfg.augment == ["flip", "affine"]
+    # A list default is copied per instance, so editing one config cannot leak into another.
+    cfg.augment.append("noise")
+    assert ExampleConfig().augment == ["flip", "affine"]
+
+
+def test_command_line_overrides_with_types():
+    cfg = parse_args(
+        ExampleConfig,
+        ["--epochs", "3", "--learning-rate", "0.01", "--mode", "3d", "--augment", "flip",
+         "--patch-size", "8", "16", "16", "--mixed-precision", "--data-dir", "/tmp/x"],
+    )
+    assert cfg.epochs == 3 and isinstance(cfg.epochs, int)
+    assert cfg.learning_rate == pytest.approx(0.01)
+    assert cfg.mode == "3d"
+    assert cfg.augment == ["flip"]
+    assert cfg.patch_size == (8, 16, 16)
+    assert cfg.mixed_precision is True
+    assert cfg.data_dir == "/tmp/x"
+    assert parse_args(ExampleConfig, ["--no-mixed-precision"]).mixed_precision is False
+
+
+def test_help_shows_field_help_and_default(capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_args(ExampleConfig, ["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--learning-rate" in out and "optimiser step size" in out
+    assert "(default: 0.001)" in out
+    assert "--config" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--epochs", "three"], ["--mode", "4d"], ["--patch-size", "8", "x"], ["--unknown", "1"]],
+)
+def test_bad_command_line_values_exit_with_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_args(ExampleConfig, argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err
+
+
+def test_bad_choice_names_field_and_choices(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(ExampleConfig, ["--mode", "4d"])
+    err = capsys.readouterr().err
+    assert "mode" in err and "'4d'" in err and "2d, 3d" in err
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_save_load_round_trip(tmp_path, suffix):
+    cfg = ExampleConfig(epochs=7, mode="3d", augment=[], patch_size=(4, 8, 8), data_dir="d")
+    path = save_config(cfg, tmp_path / f"sub/config{suffix}")
+    assert path.is_file()
+    assert load_config(ExampleConfig, path) == cfg
+    # No temporary files are left next to the written file.
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_save_with_extra_sections_still_loads(tmp_path):
+    cfg = ExampleConfig(epochs=2)
+    path = save_config(cfg, tmp_path / "config.yaml", extra={"versions": {"keras": "3.x"}})
+    raw = yaml.safe_load(path.read_text())
+    assert raw["versions"] == {"keras": "3.x"}
+    assert raw["config"]["epochs"] == 2
+    assert load_config(ExampleConfig, path) == cfg
+
+
+def test_config_file_then_command_line_precedence(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("epochs: 4\nmode: 3d\nlearning_rate: 0.5\n")
+    cfg = parse_args(ExampleConfig, ["--config", str(path), "--epochs", "9"])
+    assert cfg.epochs == 9  # command line beats the file
+    assert cfg.mode == "3d"  # file beats the default
+    assert cfg.learning_rate == 0.5
+    assert cfg.augment == ["flip", "affine"]  # untouched default
+
+
+def test_parse_args_extends_existing_parser():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    add_arguments(parser, ExampleConfig)
+    ns = parser.parse_args(["--quick", "--epochs", "1"])
+    assert ns.quick is True
+    assert config_from_namespace(ExampleConfig, ns).epochs == 1
+
+
+def test_unknown_key_in_file_is_an_error_naming_file_and_key(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("epoch: 4\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml.*unknown setting\(s\) epoch"):
+        load_config(ExampleConfig, path)
+
+
+def test_wrong_type_in_file_is_an_error(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"epochs": 2.5}))
+    with pytest.raises(ConfigError, match=r"bad\.json.*epochs: expected an integer"):
+        load_config(ExampleConfig, path)
+    with pytest.raises(ConfigError, match="mixed_precision: expected true/false"):
+        from_dict(ExampleConfig, {"mixed_precision": "maybe"})
+    with pytest.raises(ConfigError, match="epochs: null given"):
+        from_dict(ExampleConfig, {"epochs": None})
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(ExampleConfig, tmp_path / "nope.yaml")
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        load_config(ExampleConfig, bad)
+    with pytest.raises(ConfigError, match=r"\.yaml, \.yml or \.json"):
+        save_config(ExampleConfig(), tmp_path / "config.txt")
+
+
+def test_to_dict_is_plain_and_json_serialisable():
+    d = to_dict(ExampleConfig(patch_size=(1, 2, 3)))
+    assert d["patch_size"] == [1, 2, 3]
+    assert json.loads(json.dumps(d)) == d
+
+
+def test_post_init_validation_errors_become_config_errors():
+    @dataclasses.dataclass
+    class Checked:
+        epochs: int = field(1, "epochs")
+
+        def __post_init__(self):
+            if self.epochs < 1:
+                raise ValueError("epochs must be >= 1")
+
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        from_dict(Checked, {"epochs": 0})
