@@ -1,0 +1,442 @@
+"""Callbacks that make long runs safe: atomic checkpoints with resume, a NaN stop, a CSV log, loss curves.
+
+They work with ``model.fit(...)`` and with the explicit loop ``training.loop.train(...)`` alike::
+
+    callbacks = [
+        StopOnNaN(),                                   # first, so the others see the stop
+        ResumableCheckpoint("results/run1/checkpoints"),
+        AtomicCSVLogger("results/run1/history.csv"),
+        LossCurvePlotter("results/run1/history.csv", "results/run1/loss.png"),
+    ]
+    model.fit(ds, epochs=50, callbacks=callbacks)     # killed at epoch 17? run the same line again:
+                                                       # it restarts at epoch 17 (or 16) from disk.
+
+Why not ``keras.callbacks.BackupAndRestore``? In Keras 3.15 it writes the weights file in place
+(``save_weights(..., overwrite=True)``) and then the JSON metadata in place: a kill during either
+write leaves a truncated file (it then falls back to a ``.bkp`` copy, which is itself made by an
+in-place copy), and weights and epoch can disagree. It also only builds ``model.optimizer``, so a
+trainer with two optimisers resumes with fresh optimiser state, and it happily saves NaN weights.
+Here every file is written under a temporary name in the same folder and moved into place with
+``os.replace`` (atomic on POSIX and Windows), and a single small JSON file names the epoch and the
+weights file together, so the pair on disk is always consistent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic file writing
+# --------------------------------------------------------------------------------------------
+def _temp_name(path: str, suffix: str = "") -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.tmp-{os.getpid()}{suffix}")
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never half of it.
+
+    Args:
+        path: destination file; its folder is created if missing.
+        text: the whole new content.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_save_weights(model: keras.Model, path: str) -> None:
+    """``model.save_weights(path)`` through a temporary file and ``os.replace``.
+
+    Keras 3 weight files hold every variable the model tracks, optimiser state included.
+
+    Args:
+        model: a built ``keras.Model``.
+        path: destination ending in ``.weights.h5``.
+    """
+    if not path.endswith(".weights.h5"):
+        raise ValueError(f"weights path must end with '.weights.h5' (Keras 3 rule); got {path!r}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _temp_name(path, ".weights.h5")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimisers and weight checks
+# --------------------------------------------------------------------------------------------
+def build_optimizers(model: keras.Model) -> None:
+    """Create every optimiser variable of ``model`` now (needed before loading or training under a strategy).
+
+    Uses the trainer's own ``build_optimizers()`` when it has one (the kit's trainers do), otherwise
+    builds ``model.optimizer`` on ``model.trainable_variables``.
+    """
+    if hasattr(model, "build_optimizers") and callable(model.build_optimizers):
+        model.build_optimizers()
+        return
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
+        with model.distribute_strategy.scope():
+            optimizer.build(model.trainable_variables)
+
+
+def weights_are_finite(model: keras.Model) -> bool:
+    """True if no trainable or non-trainable weight of ``model`` holds a NaN or an infinity."""
+    for weight in model.weights:
+        value = keras.ops.convert_to_numpy(weight.value if hasattr(weight, "value") else weight)
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            return False
+    return True
+
+
+def _finite_logs(logs: dict | None) -> bool:
+    for value in (logs or {}).values():
+        try:
+            if not math.isfinite(float(value)):
+                return False
+        except (TypeError, ValueError):
+            continue
+    return True
+
+
+def _is_chief(model: keras.Model) -> bool:
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy is None or bool(strategy.extended.should_checkpoint)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+class CheckpointStore:
+    """A folder of atomic checkpoints: ``checkpoint.json`` names the last good epoch and its weights.
+
+    Layout::
+
+        directory/checkpoint.json              {"epoch": 5, "weights": "epoch-0005.weights.h5", ...}
+        directory/epoch-0005.weights.h5        model + optimiser variables after 5 epochs
+        directory/epoch-0004.weights.h5        the one before (``keep=2``)
+
+    Args:
+        directory: the folder (created on first save).
+        keep: how many weight files to keep (>= 1).
+    """
+
+    INDEX = "checkpoint.json"
+
+    def __init__(self, directory: str, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"CheckpointStore: keep must be >= 1; got {keep}")
+        self.directory = str(directory)
+        self.keep = int(keep)
+
+    @property
+    def index_path(self) -> str:
+        return os.path.join(self.directory, self.INDEX)
+
+    def latest(self) -> dict | None:
+        """The last good checkpoint's record (``{"epoch", "weights", "logs", "time"}``) or ``None``."""
+        if not os.path.exists(self.index_path):
+            return None
+        with open(self.index_path, encoding="utf-8") as f:
+            record = json.load(f)
+        if not os.path.exists(os.path.join(self.directory, record["weights"])):
+            raise FileNotFoundError(
+                f"{self.index_path} names {record['weights']}, which is missing; delete the folder to start afresh"
+            )
+        return record
+
+    def save(self, model: keras.Model, epoch: int, logs: dict | None = None) -> bool:
+        """Save ``model`` (and its optimisers) as the state after ``epoch`` completed epochs.
+
+        Refuses to save NaN/inf weights or a NaN/inf loss, so the last good checkpoint survives.
+
+        Args:
+            model: a built model.
+            epoch: number of completed epochs (training resumes at this epoch index).
+            logs: the epoch's logs, stored in the index for reference.
+
+        Returns:
+            True if written, False if refused because something was not finite.
+        """
+        if not _finite_logs(logs) or not weights_are_finite(model):
+            print(
+                f"[checkpoint] not saving epoch {epoch}: non-finite loss or weights; "
+                f"keeping {self.index_path}",
+                file=sys.stderr,
+            )
+            return False
+        name = f"epoch-{int(epoch):04d}.weights.h5"
+        atomic_save_weights(model, os.path.join(self.directory, name))
+        record = {
+            "epoch": int(epoch),
+            "weights": name,
+            "logs": {k: float(v) for k, v in (logs or {}).items() if _is_number(v)},
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        # The index moves last: until it does, the previous pair (index, weights) is the valid one.
+        atomic_write_text(self.index_path, json.dumps(record, indent=2))
+        self._prune(keep_name=name)
+        return True
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the last good checkpoint into ``model``; returns its epoch (0 when there is none).
+
+        Args:
+            model: built with the same architecture (and optimisers) as the saved one.
+        """
+        record = self.latest()
+        if record is None:
+            return 0
+        if not model.built:
+            raise ValueError(
+                "CheckpointStore.restore: build the model (call it on a batch, or give it an Input) "
+                f"before restoring from {self.directory}"
+            )
+        build_optimizers(model)
+        model.load_weights(os.path.join(self.directory, record["weights"]))
+        return int(record["epoch"])
+
+    def _prune(self, keep_name: str) -> None:
+        names = sorted(
+            n for n in os.listdir(self.directory) if n.startswith("epoch-") and n.endswith(".weights.h5")
+        )
+        old = [n for n in names if n != keep_name][: max(0, len(names) - self.keep)]
+        for name in old:
+            os.remove(os.path.join(self.directory, name))
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """Save model + optimiser state + epoch atomically after every epoch; resume from it on start.
+
+    On ``on_train_begin`` the last good checkpoint (if any) is loaded and training continues at the
+    next epoch, so a killed run loses at most the epoch it was in. Works with ``fit()`` (through
+    Keras' ``model._initial_epoch``, the hook ``BackupAndRestore`` uses) and with
+    ``training.loop.train``. Only the chief writes in multi-worker runs; every worker restores.
+
+    Args:
+        directory: folder for the checkpoints (see :class:`CheckpointStore`).
+        keep: number of weight files kept.
+        verbose: print a line when resuming.
+    """
+
+    def __init__(self, directory: str, keep: int = 2, verbose: bool = True):
+        super().__init__()
+        self.store = CheckpointStore(directory, keep=keep)
+        self.verbose = verbose
+        self.resumed_from = 0
+
+    def on_train_begin(self, logs=None):
+        self.resumed_from = self.store.restore(self.model)
+        if self.resumed_from:
+            self.model._initial_epoch = self.resumed_from
+            if self.verbose:
+                print(f"[checkpoint] resuming after epoch {self.resumed_from} from {self.store.directory}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _is_chief(self.model):
+            self.store.save(self.model, epoch + 1, logs)
+
+    def on_train_end(self, logs=None):
+        # fit() keeps reading _initial_epoch on later calls; do not leak the resume point into them.
+        self.model._initial_epoch = None
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop training at the first NaN/inf loss, naming the epoch and batch where it happened.
+
+    Put it first in the callback list. Checkpoints are not overwritten afterwards: the
+    :class:`CheckpointStore` refuses non-finite losses and weights.
+
+    Attributes:
+        message: ``None``, or the text printed when training was stopped.
+        stopped_at: ``None``, or ``(epoch, batch)`` (both 1-based) of the first non-finite loss.
+    """
+
+    def __init__(self, keys: tuple[str, ...] | None = None):
+        super().__init__()
+        self.keys = keys
+        self.message = None
+        self.stopped_at = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name, value in (logs or {}).items():
+            if self.keys is not None and name not in self.keys:
+                continue
+            if self.keys is None and "loss" not in name:
+                continue
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(value):
+                self.stopped_at = (self._epoch + 1, batch + 1)
+                self.message = (
+                    f"Non-finite {name} = {value} at epoch {self._epoch + 1}, batch {batch + 1}; "
+                    "training stopped, the last good checkpoint is kept. Try a lower learning rate, "
+                    "gradient clipping, or check the data for NaN."
+                )
+                print(f"[StopOnNaN] {self.message}", file=sys.stderr)
+                self.model.stop_training = True
+                return
+
+
+# --------------------------------------------------------------------------------------------
+# History as CSV, and loss curves
+# --------------------------------------------------------------------------------------------
+def read_history_csv(path: str) -> dict[str, list[float]]:
+    """Read a history CSV (``epoch`` column + one column per logged value) into lists by column."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"history CSV not found: {path}")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "epoch" not in rows[0]:
+        raise ValueError(f"{path}: expected a CSV with a header row starting with 'epoch'")
+    columns = {key: [] for key in rows[0]}
+    for row in rows:
+        for key in columns:
+            value = row.get(key, "")
+            columns[key].append(float(value) if value not in ("", None) else float("nan"))
+    return columns
+
+
+class AtomicCSVLogger(keras.callbacks.Callback):
+    """Write the epoch logs to a CSV file, rewriting it atomically after every epoch.
+
+    On resume, rows for epochs at or after the resumed epoch are replaced, so the file never holds
+    the same epoch twice.
+
+    Args:
+        path: the CSV file (``epoch`` column is 1-based: the number of completed epochs).
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = str(path)
+        self.rows: list[dict] = []
+
+    def on_train_begin(self, logs=None):
+        self.rows = []
+        if os.path.exists(self.path):
+            start = getattr(self.model, "_initial_epoch", None) or 0
+            with open(self.path, encoding="utf-8", newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) <= start]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _is_chief(self.model):
+            return
+        row = {"epoch": epoch + 1}
+        row.update({k: float(v) for k, v in (logs or {}).items() if _is_number(v)})
+        self.rows = [r for r in self.rows if int(float(r["epoch"])) < epoch + 1] + [row]
+        keys = ["epoch"] + sorted({k for r in self.rows for k in r if k != "epoch"})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
+
+
+def plot_history(history_csv: str, out_png: str, title: str | None = None) -> str:
+    """Save the curves of a history CSV as a PNG: one panel per quantity, training and ``val_`` together.
+
+    Args:
+        history_csv: a file written by :class:`AtomicCSVLogger` (or any CSV with an ``epoch`` column).
+        out_png: where to write the figure (written atomically).
+        title: figure title; default the CSV's folder name.
+
+    Returns:
+        ``out_png``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = read_history_csv(history_csv)
+    epochs = columns.pop("epoch")
+    names = sorted({k[4:] if k.startswith("val_") else k for k in columns})
+    names.sort(key=lambda n: (0 if n == "loss" else 1 if "loss" in n else 2, n))
+    if not names:
+        raise ValueError(f"{history_csv}: no columns to plot besides 'epoch'")
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for key, style in ((name, "-o"), (f"val_{name}", "--s")):
+            if key in columns:
+                ax.plot(epochs, columns[key], style, markersize=3, label="validation" if key != name else "training")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        if "loss" in name and all(v > 0 for v in columns.get(name, []) if math.isfinite(v)):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title or os.path.basename(os.path.dirname(os.path.abspath(history_csv))))
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    tmp = _temp_name(out_png, ".png")
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, out_png)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out_png
+
+
+class LossCurvePlotter(keras.callbacks.Callback):
+    """Redraw the loss-curve PNG from the history CSV after every epoch (put it after the CSV logger).
+
+    Args:
+        history_csv: the CSV written by :class:`AtomicCSVLogger`.
+        out_png: the figure to (re)write.
+        every: redraw every this many epochs (the last epoch is always drawn).
+    """
+
+    def __init__(self, history_csv: str, out_png: str, every: int = 1):
+        super().__init__()
+        self.history_csv, self.out_png, self.every = str(history_csv), str(out_png), max(1, int(every))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _is_chief(self.model) and (epoch + 1) % self.every == 0 and os.path.exists(self.history_csv):
+            plot_history(self.history_csv, self.out_png)
+
+    def on_train_end(self, logs=None):
+        if _is_chief(self.model) and os.path.exists(self.history_csv):
+            plot_history(self.history_csv, self.out_png)
