@@ -1,0 +1,129 @@
+"""The settings a group edits: one dataclass, every field also a command-line option.
+
+Change a default here (it is your group's baseline) or override it for one run::
+
+    python -m coursework.train --epochs 40 --loss dice --run-name dice-only
+    python -m coursework.train --mode 3d --patch-size 16 64 64 --batch-size 2
+    python -m coursework.train --config results/baseline/config.yaml   # repeat a saved run
+
+Each run saves the resolved settings (and package versions) as ``results/<run-name>/config.yaml``,
+so any result can be reproduced from its folder. ``--quick`` applies :data:`QUICK` (a smoke test
+that finishes in under a minute on a laptop CPU) before the options you type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+
+from training.config import ConfigError, add_arguments, field, from_dict, load_config
+
+MODES = ("2d", "3d")
+LOSSES = ("dice_ce", "dice", "generalized_dice", "cross_entropy", "focal", "tversky")
+AUGMENTATIONS = ("flip", "affine")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+NUM_CLASSES = 4  # 0 background, 1 bladder, 2 prostate, 3 rectum
+STRUCTURES = {1: "bladder", 2: "prostate", 3: "rectum"}
+
+
+@dataclasses.dataclass
+class CourseworkConfig:
+    """Everything one training run of the coursework depends on."""
+
+    # --- the run
+    run_name: str = field("baseline", "name of the run; results go to <results-dir>/<run-name>/")
+    results_dir: str = field("results", "folder that holds one sub-folder per run")
+    seed: int = field(42, "seed for data split, initial weights, shuffling and augmentation")
+    # --- the data
+    data_dir: str = field(
+        "data/pelvic",
+        "folder of <case>_img.nii.gz / <case>_mask.nii.gz pairs; the synthetic pelvic phantom is "
+        "generated here on first use if the folder does not exist",
+    )
+    synthetic_cases: int = field(32, "number of synthetic cases generated when data_dir is missing")
+    val_fraction: float = field(0.15, "fraction of cases used for validation (model selection)")
+    test_fraction: float = field(0.2, "fraction of cases held out for the final test (never for selection)")
+    # --- the model (any name from models.list_models() that builds a segmentation network)
+    model: str = field("unet", "model name from the registry (models.list_models())")
+    depth: int = field(4, "U-Net down-sampling steps")
+    base_filters: int = field(16, "channels of the first U-Net level (doubled per level)")
+    norm: str = field("batch", "normalisation layer", choices=("batch", "instance", "group", "layer", "none"))
+    mode: str = field("2d", "train on 2D axial slices or on 3D patches", choices=MODES)
+    patch_size: tuple[int, ...] = field((16, 64, 64), "3D patch (D, H, W) in voxels (mode 3d)")
+    # --- the training
+    loss: str = field("dice_ce", "loss name from training.losses", choices=LOSSES)
+    augment: list[str] = field(["flip", "affine"], "augmentation chain, applied in order", choices=AUGMENTATIONS)
+    optimizer: str = field("adam", "optimiser name from training.optim", choices=OPTIMIZERS)
+    learning_rate: float = field(2e-3, "peak learning rate")
+    epochs: int = field(12, "passes over the training cases")
+    batch_size: int = field(16, "slices (2D) or patches (3D) per step")
+    steps_per_epoch: int = field(0, "training steps per epoch; 0 = one pass over the training slices/patches")
+    max_train_cases: int = field(0, "use at most this many training cases (0 = all): a quick way to shrink a run")
+    stop_after_epochs: int = field(
+        0, "stop after this many epochs without changing the schedule (0 = train all epochs); the "
+        "marking uses it to check reproducibility"
+    )
+    overlays: int = field(3, "number of test cases drawn as prediction-vs-truth overlay PNGs")
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ValueError("val_fraction and test_fraction must be in (0, 1) and leave cases for training")
+        if self.mode == "3d" and len(self.patch_size) != 3:
+            raise ValueError(f"patch_size must have 3 values (D, H, W) in 3d mode, got {list(self.patch_size)}")
+        if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
+            raise ValueError(f"run_name must be a plain folder name, got {self.run_name!r}")
+
+
+# A smoke test of the whole pipeline: small synthetic set, small network, few steps.
+QUICK: dict = dict(
+    run_name="quick",
+    data_dir="data/pelvic-quick",
+    synthetic_cases=10,
+    depth=3,
+    base_filters=8,
+    epochs=2,
+    steps_per_epoch=12,
+    batch_size=8,
+    overlays=2,
+)
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser with ``--quick``, ``--data DIR`` and one option per config field."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help="smoke-test settings (under a minute on a laptop CPU)")
+    parser.add_argument("--data", dest="data_dir", default=argparse.SUPPRESS, metavar="DIR",
+                        help="same as --data-dir: your own folder of <case>_img / <case>_mask NIfTI pairs")
+    add_arguments(parser, CourseworkConfig)
+    return parser
+
+
+def resolve(namespace: argparse.Namespace) -> CourseworkConfig:
+    """Settings from defaults, then ``--config FILE``, then ``--quick``, then the typed options.
+
+    Raises:
+        ConfigError: a bad file or value (the message names it).
+    """
+    cfg = load_config(CourseworkConfig, namespace.config) if getattr(namespace, "config", None) else CourseworkConfig()
+    if getattr(namespace, "quick", False):
+        cfg = from_dict(CourseworkConfig, QUICK, source="--quick", base=cfg)
+    names = {f.name for f in dataclasses.fields(CourseworkConfig)}
+    typed = {k: v for k, v in vars(namespace).items() if k in names}
+    return from_dict(CourseworkConfig, typed, source="command line", base=cfg)
+
+
+def parse(argv: Sequence[str] | None = None, prog: str = "python -m coursework.train",
+          description: str = "Train the coursework model") -> CourseworkConfig:
+    """Parse a command line into a :class:`CourseworkConfig` (bad values exit with status 2)."""
+    parser = build_parser(prog, description)
+    namespace = parser.parse_args(argv)
+    try:
+        return resolve(namespace)
+    except ConfigError as err:
+        parser.error(str(err))
+        raise
