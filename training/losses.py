@@ -861,7 +861,7 @@ class GlobalMutualInformationLoss(_FunctionLoss):
 
 
 class _RegulariserLoss(_FunctionLoss):
-    """A displacement regulariser as a loss: ``y_true`` is ignored, ``y_pred`` is the field."""
+    """A displacement regulariser as a loss: ``y_pred`` is the field; ``y_true`` is ignored (pass zeros)."""
 
     def call(self, y_true, y_pred):
         return type(self)._function(y_pred, **self._kwargs)
