@@ -20,5 +20,12 @@ from models.registry import ModelSpec, get, get_spec, list_models, register, sum
 
 # Model modules register themselves on import. Keep this list in reading order of the course.
 from models import unet  # noqa: E402,F401
+from models import recurrent  # noqa: E402,F401
+from models import attention  # noqa: E402,F401
+from models import vit  # noqa: E402,F401
+from models import autoencoder  # noqa: E402,F401
+from models import gan  # noqa: E402,F401
+from models import diffusion  # noqa: E402,F401
+from models import registration  # noqa: E402,F401
 
 __all__ = ["ModelSpec", "get", "get_spec", "list_models", "register", "summary_table"]

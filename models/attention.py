@@ -29,12 +29,11 @@ from collections.abc import Sequence
 import keras
 from keras import layers, ops
 
-from models import blocks
+# Squeeze-and-excitation and attention gates are shared blocks; re-exported because they belong to
+# this lecture. squeeze_excitation(x, ratio=16) rescales channels; attention_gate(x, gating) gates a
+# U-Net skip connection with per-voxel coefficients in [0, 1].
+from models.blocks import attention_gate, squeeze_excitation  # noqa: F401
 from models.registry import register
-
-# Squeeze-and-excitation and attention gates are shared blocks; they are documented with this family.
-squeeze_excitation = getattr(blocks, "squeeze_excitation", None)
-attention_gate = getattr(blocks, "attention_gate", None)
 
 
 @keras.saving.register_keras_serializable(package="medkit")
@@ -226,7 +225,7 @@ def spatial_self_attention(x, num_heads: int = 1, *, groups: int = 8, name: str 
     return layers.Add(name=f"{name}_residual")([x, h])
 
 
-@register("transformer_classifier", family="Attention", topic="Attention and transformers", ranks=(1,),
+@register("transformer-classifier", family="Attention", topic="Attention and transformers", ranks=(1,),
           defaults={"input_shape": (64, 8), "num_classes": 2})
 def transformer_classifier(
     input_shape: Sequence[int] = (64, 8),

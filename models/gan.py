@@ -44,7 +44,7 @@ def _check_divisible(shape: Sequence[int], levels: int, who: str) -> int:
     return rank
 
 
-@register("dcgan_generator", family="GAN", topic="Generative adversarial networks",
+@register("dcgan-generator", family="GAN", topic="Generative adversarial networks",
           defaults={"latent_dim": 100, "output_shape": (64, 64, 3)})
 def dcgan_generator(
     latent_dim: int = 100,
@@ -87,7 +87,7 @@ def dcgan_generator(
     return keras.Model(z, image, name=name)
 
 
-@register("dcgan_discriminator", family="GAN", topic="Generative adversarial networks",
+@register("dcgan-discriminator", family="GAN", topic="Generative adversarial networks",
           defaults={"input_shape": (64, 64, 3)})
 def dcgan_discriminator(
     input_shape: Sequence[int] = (64, 64, 3),
@@ -142,7 +142,7 @@ def _up(x, filters: int, rank: int, *, dropout: float, name: str):
     return layers.ReLU(name=f"{name}_act")(x)
 
 
-@register("pix2pix_generator", family="GAN", topic="Generative adversarial networks",
+@register("pix2pix-generator", family="GAN", topic="Generative adversarial networks",
           defaults={"input_shape": (256, 256, 3), "output_channels": 3})
 def pix2pix_generator(
     input_shape: Sequence[int] = (256, 256, 3),
@@ -187,7 +187,7 @@ def pix2pix_generator(
     return keras.Model(source, target, name=name)
 
 
-@register("patchgan_discriminator", family="GAN", topic="Generative adversarial networks",
+@register("patchgan-discriminator", family="GAN", topic="Generative adversarial networks",
           defaults={"input_shape": (256, 256, 3), "target_channels": 3})
 def patchgan_discriminator(
     input_shape: Sequence[int] = (256, 256, 3),

@@ -228,12 +228,12 @@ def _register_cell(cell: str, label: str) -> None:
     classifier.__doc__ = f"{label} many-to-one classifier; see :func:`rnn_classifier`."
     tagger.__doc__ = f"{label} many-to-many tagger; see :func:`rnn_tagger`."
     defaults = {"input_shape": (100, 1), "num_classes": 2, "units": (64,)}
-    register(f"{cell}_classifier", family="Recurrent", topic="RNN/LSTM", ranks=(1,), defaults=defaults)(classifier)
-    register(f"{cell}_tagger", family="Recurrent", topic="RNN/LSTM", ranks=(1,), defaults=defaults)(tagger)
+    register(f"{cell}-classifier", family="Recurrent", topic="RNN/LSTM", ranks=(1,), defaults=defaults)(classifier)
+    register(f"{cell}-tagger", family="Recurrent", topic="RNN/LSTM", ranks=(1,), defaults=defaults)(tagger)
 
 
 for _cell, _label in (("rnn", "SimpleRNN"), ("lstm", "LSTM"), ("gru", "GRU")):
     _register_cell(_cell, _label)
 
-register("cnn_lstm", family="Recurrent", topic="RNN/LSTM", ranks=(2, 3),
+register("cnn-lstm", family="Recurrent", topic="RNN/LSTM", ranks=(2, 3),
          defaults={"input_shape": (8, 64, 64, 1), "num_classes": 2})(cnn_lstm)

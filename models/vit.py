@@ -156,5 +156,5 @@ def vit_b16(input_shape: Sequence[int] = (224, 224, 3), num_classes: int = 1000,
 
 register("vit", family="ViT", topic="Attention and transformers", ranks=(2, 3),
          defaults={"input_shape": (32, 32, 1), "num_classes": 2})(vit)
-register("vit_b16", family="ViT", topic="Attention and transformers", ranks=(2, 3),
+register("vit-b16", family="ViT", topic="Attention and transformers", ranks=(2, 3),
          defaults={"input_shape": (224, 224, 3), "num_classes": 1000})(vit_b16)
