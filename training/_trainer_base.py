@@ -104,6 +104,11 @@ def ema_update(targets, sources, decay) -> None:
     """
     targets = [t.value if isinstance(t, keras.Variable) else t for t in targets]
     sources = [s.value if isinstance(s, keras.Variable) else s for s in sources]
+    if len(targets) != len(sources):
+        raise ValueError(f"ema_update: {len(targets)} targets but {len(sources)} sources")
+    # Only floating-point weights are averaged (integer states such as seeds are left alone).
+    pairs = [(t, s) for t, s in zip(targets, sources) if t.dtype.is_floating]
+    targets, sources = [p[0] for p in pairs], [p[1] for p in pairs]
 
     def update(target, source):
         d = tf.cast(decay, target.dtype)
