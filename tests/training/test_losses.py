@@ -228,6 +228,7 @@ def monai_losses():
     return torch, monai.losses
 
 
+@pytest.mark.slow  # importing torch + MONAI takes several seconds
 @pytest.mark.parametrize("spatial", [(9, 7), (5, 6, 4)])
 @pytest.mark.parametrize("batch,include_background", [(False, True), (True, False)])
 def test_dice_family_matches_monai(monai_losses, rng, spatial, batch, include_background):
