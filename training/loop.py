@@ -91,6 +91,22 @@ def supervised_eval_step(model, loss_fn, loss_tracker):
     return step
 
 
+def _uses_keras_train_step(model) -> bool:
+    """True when ``model.train_step`` is Keras' own (a compiled model), not a trainer's override."""
+    return type(model).train_step is _KERAS_TRAIN_STEP
+
+
+_KERAS_TRAIN_STEP = keras.Model.train_step
+
+
+def _as_xy(dataset):
+    """Map the kit's dict batches ``{"image", "label", ...}`` to ``(image, label)`` for Keras' own steps."""
+    spec = dataset.element_spec
+    if isinstance(spec, dict) and "image" in spec and "label" in spec:
+        return dataset.map(lambda batch: (batch["image"], batch["label"]))
+    return dataset
+
+
 def _check_scope(model, strategy) -> None:
     """Raise a clear error if the model's variables were not created under ``strategy.scope()``."""
     if strategy.num_replicas_in_sync == 1 or not model.weights:
@@ -185,6 +201,9 @@ def train(
             # Optimisers built lazily inside a replica step fail under MirroredStrategy; build them now.
             build_optimizers(model)
             train_fn, eval_fn, trackers = model.train_step, model.test_step, []
+            if _uses_keras_train_step(model):
+                dataset = _as_xy(dataset)
+                validation_data = _as_xy(validation_data) if validation_data is not None else None
         distributed_train = _distributed_function(strategy, train_fn, jit_compile)
         distributed_eval = _distributed_function(strategy, eval_fn, jit_compile)
 
