@@ -1,0 +1,110 @@
+"""Tests for training.optim: optimisers by name, schedules with warm-up, clipping, EMA, serialisation."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from training import optim
+
+
+def _minimise_quadratic(optimizer, steps=60):
+    """Run ``steps`` updates on ``|w - 3|^2`` from ``w = 0``; return the final distance to the optimum."""
+    w = keras.Variable(np.zeros(4, dtype="float32"))
+    for _ in range(steps):
+        grad = 2.0 * (w.numpy() - 3.0)
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(grad), w)])
+    return float(np.abs(w.numpy() - 3.0).max())
+
+
+@pytest.mark.parametrize(
+    "name,cls,lr", [("sgd", "SGD", 0.1), ("momentum", "SGD", 0.05), ("nesterov", "SGD", 0.05), ("adagrad", "Adagrad", 1.0),
+                    ("rmsprop", "RMSprop", 0.1), ("adam", "Adam", 0.3), ("adamw", "AdamW", 0.3)]
+)
+def test_every_optimizer_builds_and_minimises(name, cls, lr):
+    opt = optim.get_optimizer(name, lr)
+    assert type(opt).__name__ == cls
+    assert _minimise_quadratic(opt) < 0.3  # from a distance of 3
+
+
+def test_momentum_flags():
+    assert optim.get_optimizer("sgd").momentum == 0.0
+    heavy = optim.get_optimizer("momentum")
+    assert heavy.momentum == 0.9 and not heavy.nesterov
+    nesterov = optim.get_optimizer("nesterov", momentum=0.8)
+    assert nesterov.momentum == 0.8 and nesterov.nesterov
+    assert optim.get_optimizer("rmsprop").momentum == 0.0
+    assert optim.get_optimizer("adamw").weight_decay == pytest.approx(0.004)
+    assert optim.get_optimizer("adam", weight_decay=1e-4).weight_decay == pytest.approx(1e-4)
+    assert optim.get_optimizer("ADAM", beta_1=0.5).beta_1 == 0.5
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        optim.get_optimizer("lbfgs")
+
+
+def test_gradient_clipping_limits_the_step():
+    for kwargs in ({"clipnorm": 0.01}, {"global_clipnorm": 0.01}, {"clipvalue": 0.005}):
+        opt = optim.get_optimizer("sgd", 1.0, **kwargs)
+        w = keras.Variable(np.zeros(4, dtype="float32"))
+        opt.apply_gradients([(keras.ops.ones(4) * 100.0, w)])
+        assert np.linalg.norm(w.numpy()) <= 0.01 + 1e-6, kwargs
+        assert np.linalg.norm(w.numpy()) > 0.0
+
+
+def test_constant_and_cosine_schedules():
+    assert optim.make_schedule("constant", 0.01) == 0.01
+    cosine = optim.make_schedule("cosine", 0.1, decay_steps=100, alpha=0.1)
+    assert optim.learning_rate_at(cosine, 0) == pytest.approx(0.1)
+    assert optim.learning_rate_at(cosine, 50) == pytest.approx(0.1 * (0.1 + 0.9 * 0.5), rel=1e-5)
+    assert optim.learning_rate_at(cosine, 100) == pytest.approx(0.01, rel=1e-5)
+    assert optim.learning_rate_at(cosine, 500) == pytest.approx(0.01, rel=1e-5)
+
+
+def test_step_and_exponential_schedules():
+    step = optim.make_schedule("step", 1.0, decay_steps=10, gamma=0.5)
+    assert [optim.learning_rate_at(step, s) for s in (0, 9, 10, 25)] == pytest.approx([1.0, 1.0, 0.5, 0.25])
+    smooth = optim.make_schedule("exponential", 1.0, decay_steps=10, gamma=0.5)
+    assert optim.learning_rate_at(smooth, 5) == pytest.approx(math.sqrt(0.5), rel=1e-5)
+    with pytest.raises(ValueError, match="decay_steps"):
+        optim.make_schedule("cosine", 0.1)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        optim.make_schedule("cyclic", 0.1, decay_steps=5)
+
+
+def test_linear_warmup_then_schedule():
+    schedule = optim.make_schedule("step", 0.1, decay_steps=10, gamma=0.5, warmup_steps=4)
+    values = [optim.learning_rate_at(schedule, s) for s in (0, 1, 3, 4, 13, 14)]
+    assert values == pytest.approx([0.025, 0.05, 0.1, 0.1, 0.1, 0.05])
+    constant = optim.make_schedule("constant", 0.2, warmup_steps=2)
+    assert [optim.learning_rate_at(constant, s) for s in (0, 1, 100)] == pytest.approx([0.1, 0.2, 0.2])
+    with pytest.raises(ValueError, match="warmup_steps"):
+        optim.LinearWarmup(0.1, 0)
+
+
+def test_schedules_and_optimizers_serialise(tmp_path):
+    schedule = optim.make_schedule("cosine", 0.01, decay_steps=50, warmup_steps=5)
+    opt = optim.get_optimizer("adamw", schedule, global_clipnorm=1.0)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert isinstance(restored, keras.optimizers.AdamW) and restored.global_clipnorm == 1.0
+    for step in (0, 3, 5, 30):
+        assert optim.learning_rate_at(restored, step) == pytest.approx(optim.learning_rate_at(schedule, step))
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=opt, loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.optimizer._learning_rate, optim.LinearWarmup)
+    assert int(loaded.optimizer.iterations) == 1
+
+
+def test_ema_weights_are_written_into_the_model_after_fit(rng):
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = x @ np.array([[1.0], [-2.0], [0.5]], dtype="float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    opt = optim.get_optimizer("sgd", 0.05, use_ema=True, ema_momentum=0.9)
+    model.compile(optimizer=opt, loss="mse")
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    averages = [v.numpy() for v in opt._model_variables_moving_average]
+    for weight, average in zip(model.trainable_weights, averages):
+        np.testing.assert_allclose(weight.numpy(), average, rtol=1e-6)
+    assert model.evaluate(x, y, verbose=0) < 0.5 * float(np.mean(y**2))
