@@ -1,0 +1,176 @@
+"""Mixed precision as a switch: compute in 16 bits, keep weights (and the loss) in 32 bits.
+
+::
+
+    from training import precision
+    precision.set_policy("auto")          # mixed_float16 on a GPU, float32 elsewhere
+    model = build_model()                  # layers built now pick up the policy
+    optimizer = precision.wrap_optimizer(keras.optimizers.Adam(1e-3))   # loss scaling for float16
+    ...
+    precision.set_policy("float32")       # back to full precision
+
+- ``mixed_float16``: GPUs with tensor cores (Volta and later). float16 has a small range, so small
+  gradients underflow to zero; a ``keras.optimizers.LossScaleOptimizer`` multiplies the loss before
+  ``tape.gradient`` (``optimizer.scale_loss``) and divides the gradients back, skipping steps whose
+  gradients overflowed. ``model.compile`` wraps the optimiser itself; a custom ``train_step`` or the
+  explicit loop must use ``wrap_optimizer`` and ``optimizer.scale_loss(loss)``.
+- ``mixed_bfloat16``: same range as float32, so no loss scaling. Fast on TPUs, recent GPUs and CPUs
+  with AVX512-BF16/AMX (see :func:`cpu_supports_bf16`); on other CPUs it is slower than float32.
+  Measure before choosing it (:func:`measure_training_throughput`).
+
+Build models AFTER setting the policy: a layer reads the global policy when it is created. Keep the
+model's last activation in float32 (the kit's models do: ``Activation(..., dtype="float32")``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import keras
+
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def gpu_available() -> bool:
+    """True if TensorFlow sees at least one GPU."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def cpu_supports_bf16() -> bool:
+    """True if this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16 flags, Linux only)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_policy(name: str) -> str:
+    """Turn ``"auto"`` into a concrete policy name and check the others.
+
+    ``"auto"`` is ``mixed_float16`` when a GPU is visible and ``float32`` otherwise (bfloat16 on a
+    CPU is opt-in: it helps only on some CPUs and some models).
+
+    Raises:
+        ValueError: for a name that is not ``"auto"`` or one of :data:`POLICIES`.
+    """
+    if name == "auto":
+        return "mixed_float16" if gpu_available() else "float32"
+    if name not in POLICIES:
+        raise ValueError(f"precision policy must be 'auto' or one of {POLICIES}; got {name!r}")
+    return name
+
+
+def set_policy(name: str = "auto") -> str:
+    """Set Keras' global dtype policy (affects layers created afterwards).
+
+    Args:
+        name: ``"auto"``, ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
+
+    Returns:
+        The policy name now in force.
+    """
+    name = resolve_policy(name)
+    keras.mixed_precision.set_global_policy(name)
+    return name
+
+
+def disable() -> None:
+    """Back to full precision (``float32``) for layers created from now on."""
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def current_policy() -> str:
+    """The global policy's name, e.g. ``"float32"``."""
+    return keras.mixed_precision.global_policy().name
+
+
+@contextlib.contextmanager
+def policy(name: str):
+    """Context manager: layers created inside use ``name``; the previous policy returns afterwards."""
+    previous = current_policy()
+    try:
+        yield set_policy(name)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def needs_loss_scaling(name: str | None = None) -> bool:
+    """True for ``mixed_float16`` (the only policy whose gradients can underflow)."""
+    return (name or current_policy()) == "mixed_float16"
+
+
+def wrap_optimizer(optimizer, policy_name: str | None = None):
+    """Wrap ``optimizer`` in a ``LossScaleOptimizer`` when the policy is ``mixed_float16``.
+
+    Args:
+        optimizer: a ``keras.optimizers.Optimizer`` (or its name).
+        policy_name: default the global policy.
+
+    Returns:
+        The optimiser to use in a custom step: call ``optimizer.scale_loss(loss)`` inside the tape
+        and ``optimizer.apply_gradients`` as usual (it unscales, and skips non-finite steps).
+    """
+    optimizer = keras.optimizers.get(optimizer)
+    if needs_loss_scaling(policy_name) and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def small_conv_net(input_shape=(64, 64, 1), num_classes: int = 2, width: int = 32) -> keras.Model:
+    """A 4-conv classifier for precision/throughput comparisons (created under the current policy)."""
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i in range(4):
+        x = keras.layers.Conv2D(width * 2 ** min(i, 2), 3, padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes)(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32")(outputs)
+    return keras.Model(inputs, outputs, name="small_conv_net")
+
+
+def measure_training_throughput(
+    policy_name: str,
+    input_shape=(64, 64, 1),
+    batch_size: int = 16,
+    steps: int = 20,
+    warmup: int = 3,
+    jit_compile: bool = False,
+    seed: int = 0,
+) -> float:
+    """Training samples per second of :func:`small_conv_net` under ``policy_name`` on random data.
+
+    Args:
+        policy_name: as for :func:`set_policy`.
+        input_shape: one sample's shape ``(H, W, C)``.
+        batch_size: samples per step.
+        steps: timed steps (after ``warmup`` untimed ones, which include tracing).
+        jit_compile: compile the step with XLA.
+        seed: seed of the random data and weights.
+
+    Returns:
+        Samples per second (float).
+    """
+    import numpy as np
+
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch_size, *input_shape)).astype("float32")
+    y = rng.integers(0, 2, size=(batch_size,)).astype("int32")
+    with policy(policy_name):
+        keras.utils.set_random_seed(seed)
+        model = small_conv_net(input_shape)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    elapsed = time.perf_counter() - start
+    return steps * batch_size / elapsed
