@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from data_utils import augment as augment_lib  # noqa: E402
 from data_utils import io, preprocess  # noqa: E402
 from data_utils.io import DataError  # noqa: E402
 
@@ -233,20 +234,25 @@ def _check_volumes(volumes: Sequence[dict], need_label: bool = True) -> None:
             raise ValueError(f"volume {v.get('case_id', '?')}: label shape {np.shape(v['label'])} != image shape {np.shape(v['image'])}.")
 
 
-def _apply_augment(ds: tf.data.Dataset, augment: Callable | None, seed: int) -> tf.data.Dataset:
-    """Apply ``augment(element, seed)`` to each batch with a fresh stateless seed per batch.
+def _apply_augment(ds: tf.data.Dataset, chain, seed: int) -> tf.data.Dataset:
+    """Apply an augmentation chain to each batch with a fresh stateless seed per batch.
 
-    The per-batch seeds come from ``Dataset.random(seed)``, a seeded stream that advances every
-    batch and every epoch, so no two batches share a draw and nothing random happens at trace time.
+    ``chain`` is a ``data_utils.augment.Compose`` (or a list of augmentations), mapped with
+    ``augment.apply_to_dataset``, or any callable ``chain(element, seed) -> element``, which gets the
+    same per-batch seeds: ``Dataset.random(seed)`` advances every batch and every epoch, so no two
+    batches share a draw and nothing random is frozen at trace time.
     """
-    if augment is None:
+    if chain is None:
         return ds
-    seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).batch(2)
-
-    def apply(element, pair):
-        return augment(element, tf.cast(pair % (2**31 - 1), tf.int32))
-
-    return tf.data.Dataset.zip(ds, seeds).map(apply, num_parallel_calls=AUTOTUNE)
+    if isinstance(chain, (augment_lib.Compose, list, tuple)):
+        return augment_lib.apply_to_dataset(ds, chain, int(seed))
+    if not callable(chain):
+        raise TypeError(f"`augment` must be an augment.Compose, a list of augmentations or a callable, got {chain!r}.")
+    base = augment_lib.as_seed(int(seed))
+    randoms = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip((randoms, ds)).map(
+        lambda r, element: chain(element, augment_lib.batch_seed(base, r)), num_parallel_calls=AUTOTUNE
+    )
 
 
 def _finish(ds, batch_size, *, shuffle, seed, shuffle_buffer, augment, drop_remainder, repeat):
@@ -310,9 +316,9 @@ def slice_dataset(
         batch_size: slices per batch.
         shuffle: shuffle slices (from all volumes together), reshuffled every epoch, seeded.
         seed: seed for the shuffle order and the augmentation seeds.
-        augment: optional ``augment(element, seed) -> element`` applied to each batch, with
-            ``seed`` a shape-``[2]`` int32 tensor that differs between batches (the calling
-            convention of ``data_utils.augment``).
+        augment: optional augmentation of each batch: a ``data_utils.augment.Compose`` (or a list
+            of augmentations), or a callable ``augment(element, seed) -> element`` with ``seed`` a
+            shape-``[2]`` int32 tensor that differs between batches and epochs.
         cache: cache the un-augmented slices after the first pass.
         slice_shape: ``(H, W)`` to centre-pad/crop slices to (for volumes of different sizes).
         min_foreground: keep only slices with at least this many labelled voxels.
@@ -342,7 +348,7 @@ def _pad_to_at_least(array: np.ndarray, shape: Sequence[int], value) -> np.ndarr
     return np.pad(array, pads, constant_values=value) if any(sum(p) for p in pads) else array
 
 
-def _patch_corner(rng, shape, patch_size, center) -> tuple[int, ...]:
+def _patch_corner(shape, patch_size, center) -> tuple[int, ...]:
     """Top-left corner of a patch around ``center``, kept inside the volume."""
     return tuple(int(np.clip(c - p // 2, 0, n - p)) for c, n, p in zip(center, shape, patch_size))
 
@@ -368,7 +374,7 @@ def sample_patches(volumes: Sequence[dict], patch_size: Sequence[int], num_patch
             center = foreground[int(rng.integers(len(foreground)))]
         else:
             center = [int(rng.integers(n)) for n in image.shape]
-        corner = _patch_corner(rng, image.shape, patch_size, center)
+        corner = _patch_corner(image.shape, patch_size, center)
         window = tuple(slice(c, c + p) for c, p in zip(corner, patch_size))
         yield {"image": image[window][..., None], "label": label[window], "case_id": case_id}
 

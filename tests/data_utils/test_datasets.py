@@ -124,3 +124,78 @@ def test_slice_dataset_augment_gets_a_new_seed_per_batch():
     assert not np.allclose(b1, b2)
     again = [b["image"].numpy() for b in ds]
     assert not np.allclose(b1, again[0])  # a new draw every epoch too
+
+
+def test_slice_dataset_with_an_augment_compose_keeps_labels_aligned():
+    from data_utils import augment
+
+    volumes = _volumes(2, (4, 8, 8))
+    chain = augment.Compose([augment.Flip(prob=1.0, axes=(-1,))])
+    plain = next(iter(datasets.slice_dataset(volumes, 8, shuffle=False)))
+    flipped = next(iter(datasets.slice_dataset(volumes, 8, shuffle=False, augment=chain)))
+    np.testing.assert_array_equal(flipped["image"].numpy(), plain["image"].numpy()[:, :, ::-1])
+    np.testing.assert_array_equal(flipped["label"].numpy(), plain["label"].numpy()[:, :, ::-1])
+
+
+def test_slice_dataset_min_foreground_and_slice_shape():
+    volumes = _volumes(2, (4, 8, 8))
+    volumes[0]["label"][:] = 0
+    volumes[0]["label"][1, 2, 2] = 1
+    ds = datasets.slice_dataset(volumes, 100, shuffle=False, min_foreground=1)
+    batch = next(iter(ds))
+    assert batch["image"].shape[0] == 1 + 4  # one labelled slice of volume 0, all of volume 1
+    odd = volumes + [{"image": np.zeros((2, 6, 10), np.float32), "label": np.zeros((2, 6, 10), np.int32)}]
+    with pytest.raises(ValueError, match="slice_shape"):
+        datasets.slice_dataset(odd, 4)
+    padded = next(iter(datasets.slice_dataset(odd, 100, shuffle=False, slice_shape=(8, 8))))
+    assert padded["image"].shape == (10, 8, 8, 1)
+
+
+def test_patch_dataset_shapes_foreground_ratio_and_padding():
+    rng = np.random.default_rng(0)
+    label = np.zeros((10, 40, 40), np.int32)
+    label[4:6, 30:34, 30:34] = 2  # a small structure: uniform sampling would rarely hit it
+    volumes = [
+        {"image": rng.normal(size=label.shape).astype(np.float32), "label": label, "case_id": "big"},
+        {"image": np.ones((3, 5, 6), np.float32), "label": np.ones((3, 5, 6), np.int32), "case_id": "tiny"},
+    ]
+    ds = datasets.patch_dataset(volumes, (4, 8, 8), batch_size=10, seed=3, foreground_ratio=1.0, patches_per_volume=20)
+    batches = list(ds)
+    assert len(batches) == 4
+    b = batches[0]
+    assert b["image"].shape == (10, 4, 8, 8, 1) and b["label"].shape == (10, 4, 8, 8)
+    assert b["image"].dtype == tf.float32 and b["label"].dtype == tf.int32
+    labels = np.concatenate([x["label"].numpy() for x in batches])
+    ids = np.concatenate([x["case_id"].numpy() for x in batches])
+    assert np.all(labels[ids == b"big"].reshape(int(np.sum(ids == b"big")), -1).max(axis=1) == 2)
+    # The tiny volume is padded with background label 0 and its minimum intensity.
+    tiny = [x for x, i in zip(np.concatenate([x["image"].numpy() for x in batches]), ids) if i == b"tiny"]
+    assert tiny and set(np.unique(labels[ids == b"tiny"])) == {0, 1}
+    assert all(np.all(t == 1.0) for t in tiny)
+    # Seeded: same seed same patches; each epoch new patches.
+    again = datasets.patch_dataset(volumes, (4, 8, 8), batch_size=10, seed=3, foreground_ratio=1.0, patches_per_volume=20)
+    np.testing.assert_array_equal(next(iter(again))["image"].numpy(), b["image"].numpy())
+    assert not np.array_equal(next(iter(ds))["image"].numpy(), b["image"].numpy())
+    # Uniform sampling rarely hits the small structure.
+    uniform = datasets.patch_dataset(volumes[:1], (4, 8, 8), batch_size=50, seed=3, foreground_ratio=0.0, patches_per_volume=50)
+    hits = (next(iter(uniform))["label"].numpy().reshape(50, -1).max(axis=1) > 0).mean()
+    assert hits < 0.5
+    with pytest.raises(ValueError, match="foreground_ratio"):
+        datasets.patch_dataset(volumes, (4, 8, 8), 2, foreground_ratio=1.5)
+
+
+def test_volume_dataset():
+    volumes = _volumes(3, (4, 8, 8))
+    for v in volumes:
+        v["spacing"] = (3.0, 1.5, 1.5)
+    batches = list(datasets.volume_dataset(volumes, batch_size=2))
+    assert batches[0]["image"].shape == (2, 4, 8, 8, 1) and batches[1]["label"].shape == (1, 4, 8, 8)
+    np.testing.assert_allclose(batches[0]["spacing"].numpy(), [[3.0, 1.5, 1.5]] * 2)
+    np.testing.assert_array_equal(batches[0]["image"].numpy()[1, ..., 0], volumes[1]["image"])
+    assert [c.decode() for c in batches[0]["case_id"].numpy()] == ["c0", "c1"]
+    unlabelled = [{"image": v["image"], "case_id": v["case_id"]} for v in volumes]
+    assert "label" not in next(iter(datasets.volume_dataset(unlabelled)))
+    mixed = volumes + [{"image": np.zeros((2, 3, 3), np.float32), "label": np.zeros((2, 3, 3), np.int32)}]
+    with pytest.raises(ValueError, match="batch_size=1"):
+        datasets.volume_dataset(mixed, batch_size=2)
+    assert len(list(datasets.volume_dataset(mixed, batch_size=1))) == 4
