@@ -64,6 +64,17 @@ def _check_suffix(path: Path) -> None:
         raise DataError(f"{path}: not a NIfTI file name (expected a .nii or .nii.gz suffix).")
 
 
+def _verify_gzip(path: Path) -> None:
+    """Decompress the whole file once so gzip checks its length and CRC.
+
+    nibabel reads only the bytes it needs and never reaches the checksum at the end, so a
+    corrupted byte in the middle of a ``.nii.gz`` would otherwise load as silently wrong voxels.
+    """
+    with gzip.open(path, "rb") as stream:
+        while stream.read(1 << 22):
+            pass
+
+
 def load_nifti(path, *, is_label: bool = False, squeeze: bool = True) -> Volume:
     """Load a NIfTI file (``.nii``/``.nii.gz``, NIfTI-1 or NIfTI-2) with its affine and spacing.
 
@@ -85,6 +96,8 @@ def load_nifti(path, *, is_label: bool = False, squeeze: bool = True) -> Volume:
         raise DataError(f"{path}: file not found.")
     _check_suffix(path)
     try:
+        if path.name.endswith(".gz"):
+            _verify_gzip(path)
         image = nib.load(str(path))
         # Reading the data is where a truncated .nii.gz fails, so it sits inside the try.
         data = np.asanyarray(image.dataobj)

@@ -67,6 +67,16 @@ def test_truncated_and_corrupt_gzip_are_reported(tmp_path, rng):
     junk.write_bytes(b"not a gzip file at all")
     with pytest.raises(DataError, match=r"junk_img\.nii\.gz.*corrupt or truncated"):
         io.load_nifti(junk)
+    flipped = io.save_nifti(np.ones((20, 20, 20), np.float32), np.eye(4), tmp_path / "f_img.nii.gz")
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one corrupted byte: only the gzip checksum notices
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"f_img\.nii\.gz.*corrupt or truncated"):
+        io.load_nifti(flipped)
+    plain = io.save_nifti(np.ones((20, 20, 20), np.float32), np.eye(4), tmp_path / "p_img.nii")
+    plain.write_bytes(plain.read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"p_img\.nii.*corrupt or truncated"):
+        io.load_nifti(plain)
     empty = tmp_path / "empty.nii.gz"
     empty.write_bytes(gzip.compress(b""))
     with pytest.raises(DataError, match="empty.nii.gz"):
