@@ -176,7 +176,7 @@ def attention_scores_model(model: keras.Model) -> keras.Model:
         raise ValueError(
             f"model {model.name!r} has no TransformerEncoderBlock called with return_attention_scores=True"
         )
-    return keras.Model(model.inputs, scores, name=f"{model.name}_attention")
+    return keras.Model(model.input, scores, name=f"{model.name}_attention")
 
 
 def encoder_stack(tokens, depth: int, num_heads: int, mlp_dim: int, *, dropout: float = 0.0,
