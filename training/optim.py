@@ -3,6 +3,8 @@
 Typical use::
 
     from training import optim
+    opt = optim.get("adam", 2e-3, total_steps=epochs * steps_per_epoch)   # cosine decay over the run
+    # or, piece by piece:
     lr = optim.make_schedule("cosine", 1e-3, decay_steps=epochs * steps_per_epoch, warmup_steps=200)
     opt = optim.get_optimizer("adamw", lr, weight_decay=1e-4, global_clipnorm=1.0, use_ema=True)
     model.compile(optimizer=opt, ...)
@@ -186,3 +188,39 @@ def learning_rate_at(optimizer_or_schedule, step: int) -> float:
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
         return float(ops.convert_to_numpy(lr(step)))
     return float(ops.convert_to_numpy(lr))
+
+
+def get(
+    name: str = "adam",
+    learning_rate: float = 1e-3,
+    *,
+    total_steps: int | None = None,
+    schedule: str = "cosine",
+    warmup_steps: int = 0,
+    alpha: float = 0.0,
+    **optimizer_kwargs,
+) -> keras.optimizers.Optimizer:
+    """One-call optimiser for a run: ``get_optimizer`` with a schedule spanning the whole training.
+
+    Args:
+        name: optimiser name (``OPTIMIZERS``).
+        learning_rate: peak learning rate.
+        total_steps: optimiser updates in the run (epochs x steps per epoch). ``None``: constant rate.
+        schedule: ``SCHEDULES`` name used when ``total_steps`` is given (``"cosine"`` decays to
+            ``alpha * learning_rate`` at the last step); see :func:`make_schedule`, whose
+            ``decay_steps`` becomes the number of steps after warm-up.
+        warmup_steps: linear warm-up updates at the start.
+        alpha: final fraction of the rate for the cosine schedule.
+        **optimizer_kwargs: passed to :func:`get_optimizer` (``weight_decay``, ``clipnorm``, ``use_ema``...).
+
+    Returns:
+        A ``keras.optimizers.Optimizer``.
+    """
+    if total_steps is None:
+        lr = make_schedule("constant", learning_rate, warmup_steps=warmup_steps)
+    else:
+        if total_steps <= warmup_steps:
+            raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
+        lr = make_schedule(schedule, learning_rate, decay_steps=total_steps - warmup_steps,
+                           warmup_steps=warmup_steps, alpha=alpha)
+    return get_optimizer(name, lr, **optimizer_kwargs)

@@ -108,3 +108,15 @@ def test_ema_weights_are_written_into_the_model_after_fit(rng):
     for weight, average in zip(model.trainable_weights, averages):
         np.testing.assert_allclose(weight.numpy(), average, rtol=1e-6)
     assert model.evaluate(x, y, verbose=0) < 0.5 * float(np.mean(y**2))
+
+
+def test_get_spans_the_run_with_a_schedule():
+    opt = optim.get("adam", 0.01, total_steps=100, warmup_steps=10, clipnorm=1.0)
+    assert isinstance(opt, keras.optimizers.Adam) and opt.clipnorm == 1.0
+    assert optim.learning_rate_at(opt, 0) == pytest.approx(0.001)
+    assert optim.learning_rate_at(opt, 10) == pytest.approx(0.01)
+    assert optim.learning_rate_at(opt, 55) == pytest.approx(0.005, rel=1e-4)  # half-way through the cosine
+    assert optim.learning_rate_at(opt, 100) == pytest.approx(0.0, abs=1e-8)
+    assert optim.learning_rate_at(optim.get("sgd", 0.1), 1000) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="total_steps"):
+        optim.get("adam", total_steps=5, warmup_steps=5)
