@@ -19,7 +19,13 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 from models.registry import ModelSpec, get, get_spec, list_models, register, summary_table  # noqa: E402
 
 # Model modules register themselves on import. Keep this list in reading order of the course.
+from models import mlp  # noqa: E402,F401
+from models import classic  # noqa: E402,F401
 from models import unet  # noqa: E402,F401
+from models import resnet  # noqa: E402,F401
+from models import densenet  # noqa: E402,F401
+from models import inception  # noqa: E402,F401
+from models import pointnet  # noqa: E402,F401
 from models import recurrent  # noqa: E402,F401
 from models import attention  # noqa: E402,F401
 from models import vit  # noqa: E402,F401

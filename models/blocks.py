@@ -372,3 +372,41 @@ def squeeze_excitation(
     s = layers.Dense(max(1, channels // ratio), activation="relu", name=_prefix(name, "reduce"))(s)
     s = layers.Dense(channels, activation="sigmoid", name=_prefix(name, "weights"))(s)
     return layers.Multiply(name=_prefix(name, "scale"))([x, s])
+
+
+def classifier_head(
+    x: keras.KerasTensor,
+    num_classes: int,
+    *,
+    activation: str | None = "softmax",
+    pooling: str | None = "avg",
+    dropout: float = 0.0,
+    name: str = "head",
+) -> keras.KerasTensor:
+    """Global pooling -> dropout -> dense layer -> activation in float32 (mixed-precision safe).
+
+    Args:
+        x: ``(B, *spatial, C)`` features, or ``(B, C)`` when ``pooling`` is ``None``.
+        num_classes: outputs of the dense layer (1 with ``activation="sigmoid"`` for binary tasks,
+            or the number of regression targets with ``activation=None``).
+        activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (logits / regression).
+        pooling: ``"avg"``, ``"max"`` or ``None`` (input already flat).
+        dropout: dropout rate before the dense layer.
+        name: prefix for layer names; the output layer is ``{name}_output``.
+
+    Returns:
+        ``(B, num_classes)`` float32 tensor.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{name}: num_classes must be a positive integer; got {num_classes!r}")
+    rank = len(x.shape) - 2
+    if pooling == "avg":
+        x = global_avg_pool(rank, name=f"{name}_pool")(x)
+    elif pooling == "max":
+        x = global_max_pool(rank, name=f"{name}_pool")(x)
+    elif pooling is not None:
+        raise ValueError(f"{name}: pooling must be 'avg', 'max' or None; got {pooling!r}")
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    x = layers.Dense(num_classes, name=f"{name}_dense")(x)
+    return layers.Activation(activation or "linear", dtype="float32", name=f"{name}_output")(x)

@@ -25,3 +25,42 @@ def assert_round_trip(tmp_path):
         return loaded
 
     return check
+
+
+def make_bars(n: int, size: int = 16, rank: int = 2, seed: int = 0):
+    """A 3-class image task a small conv net learns in a few dozen steps.
+
+    Class 0: a bright bar across axis 0; class 1: a bright bar across the last axis; class 2: a bright
+    cube/square blob. Gaussian noise (sigma 0.3) on top. Returns ``x (n, *[size]*rank, 1)`` float32
+    and ``y (n,)`` int32.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 0.3, (n,) + (size,) * rank + (1,)).astype("float32")
+    y = rng.integers(0, 3, n).astype("int32")
+    for i in range(n):
+        if y[i] == 2:
+            centre = rng.integers(4, size - 4, rank)
+            x[i][tuple(slice(c - 2, c + 2) for c in centre)] += 1.0
+        else:
+            index = [slice(None)] * rank
+            start = rng.integers(2, size - 3)
+            index[0 if y[i] == 0 else rank - 1] = slice(start, start + 2)
+            x[i][tuple(index)] += 1.0
+    return x, y
+
+
+@pytest.fixture
+def bars():
+    """Return :func:`make_bars` (seeded; call with ``seed=1`` for a held-out set)."""
+    return make_bars
+
+
+def count_trainable(model: keras.Model) -> int:
+    """Trainable parameters (what PyTorch reports; Keras' count_params adds batch norm statistics)."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+@pytest.fixture
+def trainable_params():
+    """Return :func:`count_trainable` (fixtures are how test modules share helpers here)."""
+    return count_trainable

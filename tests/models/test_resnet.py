@@ -1,0 +1,77 @@
+"""ResNet: 2D/3D shapes, published parameter counts, blocks, save/load, errors, learning."""
+
+import keras
+import numpy as np
+import pytest
+
+import models
+from models.resnet import resnet, resnet18, resnet34, resnet50
+
+SMALL = dict(blocks=(1, 1), base_filters=4, stem="small")
+
+
+@pytest.mark.parametrize("input_shape", [(16, 16, 1), (8, 16, 16, 2)], ids=["2d", "3d"])
+@pytest.mark.parametrize("bottleneck", [False, True], ids=["basic", "bottleneck"])
+def test_output_is_a_class_distribution_in_2d_and_3d(input_shape, bottleneck, rng):
+    model = resnet(input_shape, 3, bottleneck=bottleneck, **SMALL)
+    y = keras.ops.convert_to_numpy(model(rng.normal(size=(2, *input_shape)).astype("float32")))
+    assert y.shape == (2, 3)
+    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+
+
+def test_stages_halve_resolution_and_double_width():
+    model = resnet((32, 32, 1), 2, blocks=(1, 1, 1), base_filters=4, stem="small")
+    assert model.get_layer("stage1_block1_out").output.shape == (None, 32, 32, 4)
+    assert model.get_layer("stage3_block1_out").output.shape == (None, 8, 8, 16)
+    stem = resnet((64, 64, 1), 2, blocks=(1,), base_filters=4)
+    assert stem.get_layer("stem_pool").output.shape == (None, 16, 16, 4)
+
+
+def test_resnet18_and_34_match_torchvision_counts(trainable_params):
+    # torchvision.models.resnet18/34 (no conv biases); Keras additionally counts BN moving statistics.
+    assert trainable_params(resnet18((224, 224, 3), 1000)) == 11_689_512
+    keras.backend.clear_session()
+    assert trainable_params(resnet34((224, 224, 3), 1000)) == 21_797_672
+
+
+def test_resnet50_equals_keras_applications(trainable_params):
+    ours = models.get("resnet50").count_params()
+    keras.backend.clear_session()
+    reference = keras.applications.ResNet50(weights=None).count_params()
+    assert ours == reference == 25_636_712
+    keras.backend.clear_session()
+    # Without conv biases: the paper / torchvision figure.
+    assert trainable_params(resnet50((224, 224, 3), 1000, use_bias=False)) == 25_557_032
+
+
+def test_3d_resnet18_builds_with_3d_convolutions():
+    model = resnet18((16, 32, 32, 1), 2, base_filters=8)
+    assert isinstance(model.get_layer("stem_conv"), keras.layers.Conv3D)
+    assert model.output_shape == (None, 2)
+
+
+def test_save_load_round_trip(assert_round_trip, rng):
+    model = resnet((16, 16, 1), 4, bottleneck=True, dropout=0.2, **SMALL)
+    assert_round_trip(model, rng.normal(size=(2, 16, 16, 1)).astype("float32"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(stem="tiny"), "stem"), (dict(blocks=()), "blocks"), (dict(input_shape=(16,)), "channels-last"), (dict(num_classes=0), "num_classes")],
+)
+def test_bad_arguments_give_clear_errors(kwargs, match):
+    args = dict(input_shape=(16, 16, 1), num_classes=2, **SMALL) | kwargs
+    with pytest.raises(ValueError, match=match):
+        resnet(**args)
+
+
+@pytest.mark.slow
+def test_small_resnet_learns_to_classify_bars(bars):
+    x, y = bars(192)
+    x_test, y_test = bars(96, seed=1)
+    model = resnet((16, 16, 1), 3, blocks=(1, 1), base_filters=8, stem="small", norm="instance")
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    assert accuracy > 0.85
