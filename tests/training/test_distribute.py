@@ -254,6 +254,22 @@ for mode in ("teaching", "train_step"):
     h = loop.train(m, ds, 3, strategy=strategy, verbose=0, **kwargs)
     out[mode] = {"history": {k: [float(v) for v in vs] for k, vs in h.history.items()},
                  "weights": [float(np.sum(np.abs(w))) for w in m.get_weights()]}
+try:  # a trainer with two optimisers and its own train_step (fit() cannot run it here)
+    from training.adversarial import GANTrainer
+except ImportError:
+    GANTrainer = None
+if GANTrainer is not None:
+    z = rng.normal(size=(64, 3)).astype("float32")
+    gan_ds = tf.data.Dataset.from_tensor_slices({"image": x, "latent": z}).batch(16, drop_remainder=True)
+    with strategy.scope():
+        keras.utils.set_random_seed(1)
+        gen = keras.Sequential([keras.Input((3,)), keras.layers.Dense(6)])
+        disc = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+        gan = GANTrainer(gen, disc, latent_dim=3, seed=0)
+        gan.compile(keras.optimizers.SGD(0.05), keras.optimizers.SGD(0.05))
+    h = loop.train(gan, gan_ds, 2, strategy=strategy, verbose=0)
+    out["gan"] = {"history": {k: [float(v) for v in vs] for k, vs in h.history.items()},
+                  "weights": [float(np.sum(np.abs(w))) for w in gan.get_weights()]}
 print(json.dumps(out), flush=True)
 os._exit(0)  # skip the collective-ops shutdown handshake, which can wait for the peer
 """
@@ -288,11 +304,12 @@ def test_two_workers_on_localhost_train_identically():
     w0, w1 = results
     assert w0["strategy"] == w1["strategy"] == [True, 2]
     assert (w0["chief"], w1["chief"]) == (True, False)
-    for mode in ("teaching", "train_step"):
+    modes = [m for m in ("teaching", "train_step", "gan") if m in w0]
+    for mode in modes:
         _assert_same_run(w0[mode], w1[mode], rtol=0, atol=0)   # the same all-reduced numbers
     # And the same as one process training on the same global batches.
     one = _one_device_reference()
-    for mode in ("teaching", "train_step"):
+    for mode in modes:
         _assert_same_run(w0[mode], one[mode])
     assert w0["teaching"]["history"]["loss"][-1] < w0["teaching"]["history"]["loss"][0]
 
