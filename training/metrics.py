@@ -292,6 +292,8 @@ def _label_names(labels, pred: np.ndarray, truth: np.ndarray) -> dict[str, int]:
         values = np.union1d(np.unique(pred), np.unique(truth))
         labels = [int(v) for v in values if v != 0]
     if isinstance(labels, Mapping):
+        if all(isinstance(k, (int, np.integer)) and isinstance(v, str) for k, v in labels.items()):
+            labels = {name: value for value, name in labels.items()}  # {1: "bladder"} is accepted too
         return {str(name): int(value) for name, value in labels.items()}
     return {f"label_{int(value)}": int(value) for value in labels}
 
@@ -303,7 +305,7 @@ def evaluate_segmentation(pred, truth, spacing=None, labels=None) -> dict:
         pred: predicted label map, integer ``(D, H, W)`` or ``(H, W)``.
         truth: ground-truth label map, same shape.
         spacing: voxel size per axis in mm (default 1 mm).
-        labels: structures to score: ``{"name": label_value}``, a list of label values (named
+        labels: structures to score: ``{"name": label_value}`` (or ``{label_value: "name"}``), a list of label values (named
             ``"label_<value>"``), or ``None`` for every non-zero value found in either map (pass them
             explicitly so every case reports the same structures).
 

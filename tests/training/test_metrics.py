@@ -178,6 +178,7 @@ def test_evaluate_segmentation_report(rng):
     assert report["empty"] == {"lesion": "prediction", "absent": "both"}
     assert report["mean_dice"] == pytest.approx(2 / 3)
     json.dumps(report, allow_nan=False)  # finite, JSON-ready
+    assert M.evaluate_segmentation(pred, truth, labels={1: "gland", 2: "lesion"})["dice"] == {"gland": 1.0, "lesion": 0.0}
     by_value = M.evaluate_segmentation(pred, truth, labels=[1, 2])
     assert list(by_value["dice"]) == ["label_1", "label_2"]
     assert list(M.evaluate_segmentation(pred, truth)["dice"]) == ["label_1", "label_2"]
