@@ -111,13 +111,19 @@ def ellipsoid_distance(coords: np.ndarray, center, radii, rotation: np.ndarray |
     radii = np.asarray(_as_tuple(radii, ndim, "radii"), np.float32)
     if np.any(radii <= 0):
         raise ValueError(f"`radii` must be positive, got {radii}.")
-    rotation = np.eye(ndim, dtype=np.float32) if rotation is None else np.asarray(rotation, np.float32)
-    local = coords - center
+    matrix = np.eye(ndim) if rotation is None else np.asarray(rotation, np.float64)
     # Rows of R^T take a point into the ellipsoid's frame; dividing by the radii normalises it.
-    q = local @ (rotation / radii)
-    norm_q = np.sqrt(np.einsum("...i,...i->...", q, q)) + 1e-6
-    q /= radii
-    grad = np.sqrt(np.einsum("...i,...i->...", q, q)) + 1e-9
+    # Component-wise arithmetic: several times faster than a (N, 3) x (3, 3) matmul in NumPy.
+    local = [coords[..., j] - center[j] for j in range(ndim)]
+    q = []
+    for i in range(ndim):
+        qi = local[0] * np.float32(matrix[0, i] / radii[i])
+        for j in range(1, ndim):
+            if matrix[j, i] != 0:
+                qi += local[j] * np.float32(matrix[j, i] / radii[i])
+        q.append(qi)
+    norm_q = np.sqrt(sum(qi * qi for qi in q)) + np.float32(1e-6)
+    grad = np.sqrt(sum((qi / r) ** 2 for qi, r in zip(q, radii))) + np.float32(1e-9)
     return ((norm_q - 1.0) * norm_q / grad).astype(np.float32)
 
 
