@@ -6,7 +6,7 @@ import numpy as np
 from coursework.marking.fixtures import prediction_name
 from training.metrics import evaluate_segmentation
 
-STRUCTURES = {1: "bladder", 2: "prostate", 3: "rectum"}
+STRUCTURES = {"bladder": 1, "prostate": 2, "rectum": 3}
 
 
 def _evaluate(predictions, heldout_cases):
@@ -20,7 +20,7 @@ def _evaluate(predictions, heldout_cases):
         assert pred.shape == truth.shape, f"{pred_path.name}: shape {pred.shape}, expected {truth.shape}"
         spacing = tuple(float(s) for s in truth.header.get_zooms()[:3])
         truth_arr = np.rint(np.asarray(truth.dataobj)).astype(np.int32)
-        results.append(evaluate_segmentation(np.rint(pred).astype(np.int32), truth_arr, spacing, list(STRUCTURES)))
+        results.append(evaluate_segmentation(np.rint(pred).astype(np.int32), truth_arr, spacing, STRUCTURES))
     return results
 
 
@@ -41,6 +41,6 @@ def test_mean_dice(predictions, heldout_cases, record_value):
 def test_mean_hd95(predictions, heldout_cases, record_value):
     """Mean 95th-percentile Hausdorff distance in mm (lower is better)."""
     results = _evaluate(predictions, heldout_cases)
-    value = _mean(results, "mean_hd95")
-    record_value(value, per_case=[r["mean_hd95"] for r in results])
+    value = _mean(results, "mean_hd95_mm")
+    record_value(value, per_case=[r["mean_hd95_mm"] for r in results])
     print(f"mean HD95 over {len(results)} held-out cases: {value:.2f} mm")

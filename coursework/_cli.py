@@ -1,0 +1,76 @@
+"""What the coursework entry points share: quiet TensorFlow start-up and one-line user errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+# TensorFlow's C++ start-up log (oneDNN notice, CUDA probing on machines without a GPU) would bury
+# the one line a student needs to read. Set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
+_SHOW_TF_LOG = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") in ("0", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras with the C++ start-up notices (written to fd 2) hidden.
+
+    Those notices are printed while the native libraries load, before any log level applies.
+    Python errors are not hidden: stderr is restored before anything is raised.
+    """
+    if _SHOW_TF_LOG or "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            sys.stderr.flush()
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import keras  # noqa: F401
+                import tensorflow  # noqa: F401
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+USER_ERROR_STATUS = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix (a path, a file, a setting); shown as one line, no traceback."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [UserError]
+    try:
+        from data_utils.io import DataError
+
+        types.append(DataError)
+    except ImportError:  # pragma: no cover - data_utils is part of the kit
+        pass
+    from training.config import ConfigError
+
+    types.append(ConfigError)
+    return tuple(types)
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error message (the rest is detail a traceback would show)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def run_cli(work: Callable[[], int]) -> int:
+    """Run an entry point's body; user errors become ``error: <one line>`` and exit status 2."""
+    import_tensorflow_quietly()
+    errors = _user_error_types()
+    try:
+        return work()
+    except errors as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return USER_ERROR_STATUS
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
