@@ -201,7 +201,8 @@ def soft_dice_loss(
         y_pred: probabilities (or logits with ``from_logits``) ``(B, *spatial, K)``.
         include_background: keep class 0 in the average; ``False`` drops it (ignored when ``K == 1``).
         batch: pool the sums over the batch ("batch Dice"), which is steadier when many samples miss a
-            structure; otherwise Dice is computed per sample.
+            structure (e.g. 2D slices); otherwise Dice is computed per sample. Under a distribution
+            strategy the pooling covers each replica's share of the batch.
         smooth_nr, smooth_dr, squared_pred, from_logits: see :func:`soft_dice_score`.
 
     Returns:
