@@ -73,8 +73,8 @@ class AttentionMILPooling(layers.Layer):
         pooled = ops.einsum("bn,bnf->bf", ops.cast(attention, inputs.dtype), inputs)
         return pooled, attention
 
-    def compute_output_shape(self, input_shape, instance_mask_shape=None):
-        return (input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])
+    def compute_output_shape(self, inputs_shape, instance_mask_shape=None):
+        return (inputs_shape[0], inputs_shape[-1]), (inputs_shape[0], inputs_shape[1])
 
     def get_config(self):
         return {**super().get_config(), "attention_dim": self.attention_dim, "gated": self.gated}

@@ -1,0 +1,255 @@
+"""Run the kit's trainers on one device and under MirroredStrategy over two logical CPUs; compare.
+
+TensorFlow fixes its logical devices when it initialises, so the comparison runs in a subprocess
+(this file as a script); every trainer case runs in that one process to pay TensorFlow's start-up
+once. Each case trains the same seeded networks on the same global batches three ways:
+
+- ``one``: ``fit()`` under the default strategy (one device);
+- ``two_fit``: ``fit()`` under ``MirroredStrategy`` with two replicas (half the batch each);
+- ``two_run``: the trainer's own ``train_step`` inside an explicit ``strategy.run`` loop, reduced with
+  ``strategy.reduce("MEAN", ...)``, as ``training.loop`` does.
+
+Randomness inside the steps (GAN noise, diffusion noise and timesteps, mean-teacher perturbations)
+is switched off or passed in with the batch, so the three runs must agree to float32 round-off.
+
+Used by the tests through :func:`mirrored_results` (cached per test session)::
+
+    results = mirrored_results()
+    results["gan"]["one"]["history"]["d_loss"]
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = ("gan", "pix2pix", "mean_teacher", "multitask_fixed", "multitask_uncertainty", "task_conditioned",
+         "registration", "diffusion", "dann", "mil")
+EPOCHS = 2
+GLOBAL_BATCH = 8
+
+
+@functools.lru_cache(maxsize=None)
+def mirrored_results(timeout: float = 240.0) -> dict:
+    """Run every case in a subprocess (once per test session) and return ``{case: {run: summary}}``.
+
+    A summary is ``{"history": {name: [per-epoch values]}, "weights": [sum |w| per weight]}``;
+    a case that raised holds ``{"error": traceback}`` instead.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *CASES],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"mirrored_trainers.py failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# The script (runs in the subprocess)
+# --------------------------------------------------------------------------------------------
+
+
+def _cases():
+    """``{name: (make_trainer, dataset)}``; ``make_trainer()`` builds seeded networks and compiles."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from keras import layers
+
+    from training import losses
+
+    rng = np.random.default_rng(0)
+    n = GLOBAL_BATCH * 2  # two steps per epoch
+
+    def batches(data):
+        return tf.data.Dataset.from_tensor_slices(data).batch(GLOBAL_BATCH, drop_remainder=True)
+
+    def conv_net(shape, out_channels, activation=None, pool=False):
+        inp = keras.Input(shape)
+        h = layers.Conv2D(4, 3, padding="same", activation="tanh")(inp)
+        if pool:
+            h = layers.GlobalAveragePooling2D()(h)
+            out = layers.Dense(out_channels, activation=activation)(h)
+        else:
+            out = layers.Conv2D(out_channels, 3, padding="same", activation=activation)(h)
+        return keras.Model(inp, out)
+
+    images = rng.normal(size=(n, 8, 8, 1)).astype("float32")
+    labels = rng.integers(0, 2, n).astype("int32")
+    masks = rng.integers(0, 3, (n, 8, 8)).astype("int32")
+    vectors = rng.normal(size=(n, 4)).astype("float32")
+
+    def gan():
+        from training.adversarial import GANTrainer
+        g = keras.Sequential([keras.Input((3,)), layers.Dense(64, activation="tanh"), layers.Reshape((8, 8, 1))])
+        d = conv_net((8, 8, 1), 1, pool=True)
+        t = GANTrainer(g, d, latent_dim=3, gan_loss="non_saturating", seed=0)
+        t.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2))
+        return t
+
+    def pix2pix():
+        from training.adversarial import Pix2PixTrainer
+        t = Pix2PixTrainer(conv_net((8, 8, 1), 1), conv_net((8, 8, 2), 1), l1_weight=10.0, gan_loss="least_squares")
+        t.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2))
+        return t
+
+    def mean_teacher():
+        from training.semi_supervised import MeanTeacher
+        t = MeanTeacher(conv_net((8, 8, 1), 3, "softmax"), supervised_loss=losses.dice_ce_loss,
+                        rampup_steps=3, ema_decay=0.9, rotation=0.0, translation=0.0, scale=0.0, noise_std=0.0)
+        t.compile(keras.optimizers.Adam(1e-2))
+        return t
+
+    def multitask(weighting):
+        from training.multitask import MultiTaskTrainer
+        inp = keras.Input((8, 8, 1))
+        h = layers.Conv2D(4, 3, padding="same", activation="tanh")(inp)
+        seg = layers.Conv2D(3, 1, activation="softmax")(h)
+        cls = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling2D()(h))
+        model = keras.Model(inp, {"segmentation": seg, "classification": cls})
+        t = MultiTaskTrainer(model, {"segmentation": losses.dice_ce_loss, "classification": losses.cross_entropy},
+                             weighting=weighting)
+        t.compile(keras.optimizers.Adam(1e-2))
+        return t
+
+    def task_conditioned():
+        from training.multitask import TaskConditionedTrainer
+        image, task = keras.Input((8, 8, 1)), keras.Input((2,))
+        h = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, padding="same", activation="tanh")(image))
+        out = layers.Dense(2, activation="softmax")(layers.Concatenate()([h, task]))
+        t = TaskConditionedTrainer(keras.Model([image, task], out), 2, losses.cross_entropy)
+        t.compile(keras.optimizers.Adam(1e-2))
+        return t
+
+    def registration():
+        from training.registration_training import RegistrationTrainer
+        net = conv_net((8, 8, 2), 2)
+        t = RegistrationTrainer(net, similarity="ssd", regulariser="gradient_norm", regularisation_weight=0.1,
+                                label_weight=0.5)
+        t.compile(keras.optimizers.Adam(1e-2))
+        return t
+
+    def diffusion():
+        from training.diffusion_training import DiffusionTrainer
+        x_t, t = keras.Input((8, 8, 1)), keras.Input((), dtype="int32")
+        t_embedding = layers.Reshape((1, 1, 4))(layers.Embedding(10, 4)(t))
+        h = layers.Conv2D(4, 3, padding="same")(x_t) + t_embedding
+        net = keras.Model([x_t, t], layers.Conv2D(1, 3, padding="same")(keras.activations.tanh(h)))
+        t = DiffusionTrainer(net, timesteps=10, ema_decay=0.9)
+        t.compile(keras.optimizers.Adam(1e-2))
+        return t
+
+    def dann():
+        from training.domain_adaptation import DANNTrainer
+        fe = keras.Sequential([keras.Input((4,)), layers.Dense(6, activation="tanh")])
+        lc = keras.Sequential([keras.Input((6,)), layers.Dense(2, activation="softmax")])
+        dc = keras.Sequential([keras.Input((6,)), layers.Dense(1)])
+        t = DANNTrainer(fe, lc, dc, total_steps=4)
+        t.compile(keras.optimizers.Adam(1e-2))
+        return t
+
+    def mil():
+        from training.mil import MILTrainer, attention_mil_model
+        t = MILTrainer(attention_mil_model((4,), embedding_dim=6, attention_dim=5, max_instances=3))
+        t.compile(keras.optimizers.Adam(1e-2))
+        return t
+
+    rand01 = rng.random((n, 8, 8, 1)).astype("float32")
+    bag_mask = np.ones((n, 3), "float32")
+    bag_mask[::2, 2] = 0.0
+    return {
+        "gan": (gan, batches({"image": images, "latent": rng.normal(size=(n, 3)).astype("float32")})),
+        "pix2pix": (pix2pix, batches({"image": images, "target": np.tanh(images)})),
+        "mean_teacher": (mean_teacher, batches({"image": images, "label": masks, "unlabelled": images[::-1]})),
+        "multitask_fixed": (lambda: multitask("fixed"),
+                            batches({"image": images, "segmentation": masks, "classification": labels})),
+        "multitask_uncertainty": (lambda: multitask("uncertainty"),
+                                  batches({"image": images, "segmentation": masks, "classification": labels})),
+        "task_conditioned": (task_conditioned, batches({"image": images, "task": labels, "label": labels[::-1].copy()})),
+        "registration": (registration, batches({
+            "moving": rand01, "fixed": rand01[::-1].copy(),
+            "moving_label": (rand01 > 0.5).astype("float32"), "fixed_label": (rand01[::-1] > 0.5).astype("float32"),
+        })),
+        "diffusion": (diffusion, batches({
+            "image": np.tanh(images), "noise": rng.normal(size=images.shape).astype("float32"),
+            "timestep": rng.integers(0, 10, n).astype("int32"),
+        })),
+        "dann": (dann, batches(({"image": vectors, "label": labels}, {"image": vectors[::-1] + 1.0}))),
+        "mil": (mil, batches({"bag": rng.normal(size=(n, 3, 4)).astype("float32"), "mask": bag_mask, "label": labels})),
+    }
+
+
+def _summary(history: dict, trainer) -> dict:
+    import numpy as np
+
+    return {
+        "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+        "weights": [float(np.sum(np.abs(w))) for w in trainer.get_weights()],
+    }
+
+
+def _explicit_loop(trainer, dataset, strategy) -> dict:
+    """Epochs of ``strategy.run(trainer.train_step)``; returns the last step's logs of every epoch."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(batch):
+        logs = strategy.run(trainer.train_step, args=(batch,))
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in logs.items()}
+
+    history: dict[str, list] = {}
+    for _ in range(EPOCHS):
+        trainer.reset_metrics()
+        for batch in strategy.experimental_distribute_dataset(dataset):
+            logs = step(batch)
+        for k, v in logs.items():
+            history.setdefault(k, []).append(float(v))
+    return history
+
+
+def main(names: list[str]) -> None:
+    from training import distribute
+
+    two = distribute.get_strategy(num_cpu_replicas=2)  # before TensorFlow initialises
+    import keras
+    import tensorflow as tf
+
+    cases = _cases()
+    one = tf.distribute.get_strategy()
+    out = {}
+    for name in names:
+        make, dataset = cases[name]
+        runs = {}
+        start = time.perf_counter()
+        try:
+            for run, strategy in (("one", one), ("two_fit", two), ("two_run", two)):
+                keras.backend.clear_session()
+                keras.utils.set_random_seed(7)
+                with strategy.scope():
+                    trainer = make()
+                if run == "two_run":
+                    history = _explicit_loop(trainer, dataset, strategy)
+                else:
+                    history = trainer.fit(dataset, epochs=EPOCHS, verbose=0, shuffle=False).history
+                runs[run] = _summary(history, trainer)
+        except Exception:  # reported to the test, which shows the traceback
+            import traceback
+
+            runs = {"error": traceback.format_exc()}
+        out[name] = runs
+        cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+        print(f"{name}: {time.perf_counter() - start:.1f} s wall, {cpu:.1f} s cpu so far", file=sys.stderr)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(CASES))
