@@ -409,3 +409,23 @@ def threshold_baseline(train_cases, test_cases, num_classes: int = 4, bins: int 
     result["mean_dice_per_class"] = scores.mean(axis=0).tolist()
     result["mean_dice"] = float(scores.mean())
     return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: ``python -m data_utils.synthetic.pelvic data/pelvic --num-cases 32 --seed 0``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m data_utils.synthetic.pelvic", description=main.__doc__)
+    parser.add_argument("out_dir", help="folder to write the NIfTI pairs to")
+    parser.add_argument("--num-cases", type=int, default=DEFAULT_NUM_CASES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shape", type=int, nargs=3, default=DEFAULT_SHAPE, metavar=("D", "H", "W"))
+    parser.add_argument("--spacing", type=float, nargs=3, default=DEFAULT_SPACING, metavar=("SZ", "SY", "SX"))
+    parser.add_argument("--overwrite", action="store_true", help="regenerate even if a matching dataset exists")
+    args = parser.parse_args(argv)
+    paths = generate_pelvic_dataset(args.out_dir, args.num_cases, args.seed, args.shape, args.spacing, args.overwrite, verbose=True)
+    print(f"{len(paths)} cases in {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -109,3 +109,9 @@ def test_threshold_baseline_cannot_solve_the_phantom(small_cases):
             assert result["dice"].shape == (len(test), 3)
             scores.append(result["mean_dice"])
     assert max(scores) <= 0.6, scores
+
+
+def test_command_line(tmp_path, capsys):
+    pelvic.main([str(tmp_path / "out"), "--num-cases", "2", "--shape", "6", "16", "16", "--spacing", "16", "7.5", "7.5"])
+    assert "2 cases" in capsys.readouterr().out
+    assert nib.load(tmp_path / "out" / "case001_mask.nii.gz").shape == (6, 16, 16)
