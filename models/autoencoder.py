@@ -206,7 +206,9 @@ def vae(
         kl_weight: weight of the KL term. The default ``1 / (number of input elements)`` matches
             a reconstruction loss that is a *mean* over pixels (Keras ``"mse"`` or
             ``"binary_crossentropy"``): the total is then the per-pixel ELBO. Larger values give a
-            beta-VAE with a smoother latent space and blurrier reconstructions.
+            beta-VAE with a smoother latent space and blurrier reconstructions; smaller values
+            (e.g. ``0.1 / N``) help when the images have little contrast and the latent code is
+            otherwise ignored ("posterior collapse").
         output_activation: ``"sigmoid"`` for images in [0, 1]; ``None`` for unbounded intensities.
         seed: seed of the sampling layer.
 
