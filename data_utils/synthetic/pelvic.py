@@ -350,8 +350,9 @@ def threshold_baseline(train_cases, test_cases, num_classes: int = 4, bins: int 
     - ``"interval"``: for each foreground class, the intensity interval ``[low, high)`` that
       maximises that class's Dice on the pooled training voxels (chosen per class independently,
       which is generous: overlapping intervals are not penalised);
-    - ``"histogram"``: each intensity bin gets the class most frequent in it on the training set
-      (the Bayes classifier for per-voxel accuracy).
+    - ``"histogram"``: each intensity bin gets the class whose normalised training histogram is
+      highest there (maximum likelihood, i.e. the Bayes classifier with equal class priors: plain
+      majority voting would call every bin background).
 
     Args:
         train_cases, test_cases: sequences of dicts with ``image`` and ``label`` arrays
@@ -388,7 +389,7 @@ def threshold_baseline(train_cases, test_cases, num_classes: int = 4, bins: int 
             intervals.append((int(lo[best]), int(hi[best])))
         result["intervals"] = [(float(edges[lo]), float(edges[hi + 1])) for lo, hi in intervals]
     else:
-        bin_classes = np.argmax(counts, axis=0)
+        bin_classes = np.argmax(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), axis=0)
         result["bin_classes"] = bin_classes.tolist()
     scores = []
     for case in test_cases:

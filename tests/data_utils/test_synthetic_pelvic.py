@@ -108,7 +108,7 @@ def test_threshold_baseline_cannot_solve_the_phantom(small_cases):
             result = pelvic.threshold_baseline(train, test, method=method)
             assert result["dice"].shape == (len(test), 3)
             scores.append(result["mean_dice"])
-    assert max(scores) <= 0.6, scores
+    assert max(scores) <= 0.5, scores  # measured 0.19-0.26 here, 0.2-0.33 at full resolution
 
 
 def test_command_line(tmp_path, capsys):
