@@ -336,8 +336,9 @@ def read_history_csv(path: str) -> dict[str, list[float]]:
 class AtomicCSVLogger(keras.callbacks.Callback):
     """Write the epoch logs to a CSV file, rewriting it atomically after every epoch.
 
-    On resume, rows for epochs at or after the resumed epoch are replaced, so the file never holds
-    the same epoch twice.
+    On resume, rows for epochs after the resumed epoch are replaced, so the file never holds the
+    same epoch twice (list it after :class:`ResumableCheckpoint`, which sets the resumed epoch).
+    A fresh run (no resume) starts a new file.
 
     Args:
         path: the CSV file (``epoch`` column is 1-based: the number of completed epochs).

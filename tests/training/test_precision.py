@@ -31,6 +31,17 @@ def test_auto_is_float16_on_gpu_and_float32_on_cpu():
     assert precision.set_policy("auto") == expected
 
 
+def test_auto_with_cpu_bf16_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(precision, "gpu_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    assert precision.resolve_policy("auto", cpu_bf16=True) == "mixed_bfloat16"
+    assert precision.resolve_policy("auto") == "float32"
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    assert precision.resolve_policy("auto", cpu_bf16=True) == "float32"
+    monkeypatch.setattr(precision, "gpu_available", lambda: True)
+    assert precision.resolve_policy("auto", cpu_bf16=True) == "mixed_float16"
+
+
 def test_unknown_policy_is_rejected():
     with pytest.raises(ValueError, match="mixed_float16"):
         precision.set_policy("float16")
