@@ -96,7 +96,7 @@ def evaluate_cases(model, cfg: CourseworkConfig, cases, pred_dir: Path, overlay_
 
     pred_dir = Path(pred_dir)
     per_case = {}
-    bar = keras.utils.Progbar(len(cases), unit_name="volume") if progress else None
+    bar = keras.utils.Progbar(len(cases), unit_name="volume", verbose=1 if sys.stdout.isatty() else 2) if progress else None
     for i, (case, image_path, mask_path) in enumerate(cases):
         out = predict_file(model, cfg, image_path, prediction_path(pred_dir, image_path))
         truth = io.load_nifti(mask_path, is_label=True)

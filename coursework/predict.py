@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         model, cfg = load_run(run_dir)
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        bar = keras.utils.Progbar(len(inputs), unit_name="volume")
+        bar = keras.utils.Progbar(len(inputs), unit_name="volume", verbose=1 if sys.stdout.isatty() else 2)
         for i, path in enumerate(inputs):
             predict_file(model, cfg, path, prediction_path(out_dir, path))
             bar.update(i + 1)

@@ -90,12 +90,16 @@ def load_volumes(cases) -> list[dict]:
     return volumes
 
 
-def make_datasets(cfg: CourseworkConfig, train_cases, val_cases):
-    """``tf.data`` pipelines of ``(x, y)`` batches for ``fit`` (2D slices or 3D patches), and steps per epoch."""
+def make_datasets(cfg: CourseworkConfig, train, val):
+    """``tf.data`` pipelines of ``(x, y)`` batches for ``fit`` (2D slices or 3D patches), and steps per epoch.
+
+    Args:
+        cfg: the run's settings.
+        train, val: volumes from :func:`load_volumes`.
+    """
     from coursework import solution
     from data_utils import datasets
 
-    train, val = load_volumes(train_cases), load_volumes(val_cases)
     augment = solution.augmentation(cfg)
     repeat = bool(cfg.steps_per_epoch)
     if cfg.mode == "2d":
@@ -153,6 +157,9 @@ def train_run(cfg: CourseworkConfig, run_tmp: Path) -> dict:
     start = time.perf_counter()
     data_dir = ensure_data(cfg)
     split = split_data(cfg, data_dir)
+    # Read every file now, test cases included, so a broken file stops the run before training.
+    train_volumes, val_volumes = load_volumes(split["train"]), load_volumes(split["val"])
+    load_volumes(split["test"])
     (run_tmp / "split.json").write_text(json.dumps({k: [_case_json(c) for c in v] for k, v in split.items()}, indent=2))
 
     import keras
@@ -164,7 +171,10 @@ def train_run(cfg: CourseworkConfig, run_tmp: Path) -> dict:
 
     set_seed(cfg.seed)
     save_config(cfg, run_tmp / "config.yaml", extra={"versions": package_versions()})
-    train_ds, val_ds, steps = make_datasets(cfg, split["train"], split["val"])
+    try:
+        train_ds, val_ds, steps = make_datasets(cfg, train_volumes, val_volumes)
+    except ValueError as err:  # e.g. volumes of different sizes: a data problem the user must fix
+        raise UserError(f"{data_dir}: {err}") from None
     model = build_and_compile(cfg, 2 if cfg.mode == "2d" else 3, steps)
     best = run_tmp / "best.weights.h5"
     callbacks = [

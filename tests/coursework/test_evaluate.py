@@ -1,0 +1,79 @@
+"""Tests for coursework.evaluate: per-structure 3D scores, summaries, overlays, re-evaluation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from coursework.evaluate import evaluate_case, format_table, save_overlay, summarise
+from data_utils import io
+
+from .conftest import run_module
+
+SPACING = (3.0, 1.5, 1.5)
+
+
+def _labels(shape=(8, 24, 24)):
+    """A label map with bladder (1), prostate (2) and rectum (3) boxes."""
+    label = np.zeros(shape, np.int32)
+    label[2:6, 2:10, 4:12] = 1
+    label[2:6, 12:18, 8:14] = 2
+    label[2:6, 19:23, 8:14] = 3
+    return label
+
+
+def test_perfect_prediction_scores_dice_1_and_hd95_0():
+    truth = _labels()
+    report = evaluate_case(truth, truth, SPACING)
+    assert report["dice"] == {"bladder": 1.0, "prostate": 1.0, "rectum": 1.0}
+    assert report["mean_hd95_mm"] == 0.0
+
+
+def test_missed_structure_follows_the_empty_mask_rule():
+    truth = _labels()
+    pred = truth.copy()
+    pred[pred == 2] = 0  # prostate missed entirely
+    report = evaluate_case(pred, truth, SPACING)
+    assert report["dice"]["prostate"] == 0.0
+    diagonal = float(np.sqrt(np.sum((np.array(truth.shape) * np.array(SPACING)) ** 2)))
+    assert report["hd95_mm"]["prostate"] == pytest.approx(diagonal)
+    assert report["dice"]["bladder"] == 1.0
+
+
+def test_summarise_means_over_cases_and_structures():
+    truth = _labels()
+    shifted = np.roll(truth, 1, axis=2)  # a one-voxel (1.5 mm) shift of everything
+    per_case = {"a": evaluate_case(truth, truth, SPACING), "b": evaluate_case(shifted, truth, SPACING)}
+    summary = summarise(per_case)
+    assert summary["num_cases"] == 2
+    expected = np.mean([per_case["a"]["mean_dice"], per_case["b"]["mean_dice"]])
+    assert summary["mean_dice"] == pytest.approx(expected)
+    assert 0.5 < summary["mean_dice"] < 1.0
+    assert summary["hd95_mm"]["bladder"] == pytest.approx(0.75)  # mean of 0 and 1.5 mm
+    table = format_table(summary)
+    assert "| prostate |" in table and f"**{summary['mean_dice']:.3f}**" in table
+    json.dumps(summary)  # metrics.json must be writable
+
+
+def test_overlay_png_is_written(tmp_path):
+    truth = _labels()
+    affine = io.dhw_affine(truth.shape, SPACING)
+    image = io.Volume(truth.astype(np.float32) + 0.1, affine, SPACING)
+    label = io.Volume(truth, affine, SPACING)
+    out = save_overlay(image, label, label, tmp_path / "overlay_x.png", evaluate_case(truth, truth, SPACING))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["overlay_x.png"]
+
+
+@pytest.mark.slow
+def test_evaluate_cli_reproduces_saved_metrics(quick_run, tmp_path):
+    run_dir = quick_run["run_dir"]
+    out = tmp_path / "eval.json"
+    proc = run_module("coursework.evaluate", str(run_dir), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(out.read_text())
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert again["num_cases"] == saved["num_cases"]
+    assert again["mean_dice"] == pytest.approx(saved["mean_dice"], abs=1e-6)
+    assert again["mean_hd95_mm"] == pytest.approx(saved["mean_hd95_mm"], abs=1e-4)
+    assert "| **mean** |" in proc.stdout
