@@ -53,6 +53,35 @@ def mirrored_results(timeout: float = 240.0) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def assert_same_as_one_device(case: str, loss_tol: float = 1e-5, weight_tol: float = 1e-3) -> dict:
+    """Assert that both two-replica runs of ``case`` reproduce the one-device run; return the gaps.
+
+    Losses must agree to ``loss_tol`` (absolute and relative); the summed absolute weights to
+    ``weight_tol`` (Adam turns round-off in near-zero gradients into steps of up to ``lr``, so a
+    weight that receives no signal can differ by more than the losses do).
+
+    Returns:
+        ``{run: largest absolute loss difference}`` for the report.
+    """
+    import numpy as np
+
+    runs = mirrored_results()[case]
+    assert "error" not in runs, runs.get("error")
+    one = runs["one"]
+    gaps = {}
+    for run in ("two_fit", "two_run"):
+        other = runs[run]
+        assert sorted(other["history"]) == sorted(one["history"]), run
+        for key, values in one["history"].items():
+            assert np.all(np.isfinite(values)), (case, key)
+            np.testing.assert_allclose(other["history"][key], values, rtol=loss_tol, atol=loss_tol,
+                                       err_msg=f"{case} {run} {key}")
+        np.testing.assert_allclose(other["weights"], one["weights"], rtol=weight_tol, atol=weight_tol,
+                                   err_msg=f"{case} {run} weights")
+        gaps[run] = max(abs(a - b) for k in one["history"] for a, b in zip(one["history"][k], other["history"][k]))
+    return gaps
+
+
 # --------------------------------------------------------------------------------------------
 # The script (runs in the subprocess)
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""Tests for training/_trainer_base.py: global-batch scaling, EMA, ramps, batch unpacking."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training import _trainer_base as base
+
+
+def test_global_mean_share_of_per_sample_losses_on_one_device():
+    values = tf.constant([[1.0, 3.0], [5.0, 7.0], [0.0, 2.0]])  # per-sample means 2, 6, 1
+    share = base.global_mean_share(values, global_batch=tf.constant(3.0))
+    assert float(share) == pytest.approx(3.0)
+
+
+def test_global_mean_share_weights_a_scalar_mean_by_the_local_batch():
+    share = base.global_mean_share(tf.constant(4.0), tf.constant(8.0), local_batch=tf.constant(2.0))
+    assert float(share) == pytest.approx(1.0)  # 2 of 8 samples with mean 4 -> 1 of the global mean
+    with pytest.raises(ValueError, match="local_batch"):
+        base.global_mean_share(tf.constant(4.0), tf.constant(8.0))
+
+
+def test_replica_helpers_outside_a_strategy_are_identities():
+    x = tf.ones((5, 3))
+    assert float(base.global_batch_size(x)) == 5.0
+    assert float(base.replica_sum(tf.constant(2.5))) == 2.5
+    assert int(base.replica_id()) == 0
+
+
+def test_ema_update_moves_targets_towards_sources():
+    target = keras.Variable(np.array([0.0, 10.0], "float32"))
+    source = keras.Variable(np.array([1.0, 0.0], "float32"))
+    counter = keras.Variable(np.array([3, 4], "int64"))
+    base.ema_update([target, counter], [source, counter], 0.75)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(target), [0.25, 7.5])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(counter), [3, 4])  # integers untouched
+
+
+def test_stateless_seed_changes_every_call():
+    gen = keras.random.SeedGenerator(3)
+    a, b = base.stateless_seed(gen).numpy(), base.stateless_seed(gen).numpy()
+    assert a.shape == (2,) and not np.array_equal(a, b)
+
+
+def test_sigmoid_rampup_and_dann_lambda_schedules():
+    assert float(base.sigmoid_rampup(0, 10)) == pytest.approx(np.exp(-5.0))
+    assert float(base.sigmoid_rampup(5, 10)) == pytest.approx(np.exp(-5.0 * 0.25))
+    assert float(base.sigmoid_rampup(20, 10)) == pytest.approx(1.0)
+    assert float(base.sigmoid_rampup(0, 0)) == 1.0
+    lam = [float(base.dann_lambda(s, 100)) for s in (0, 10, 50, 100)]
+    assert lam[0] == pytest.approx(0.0) and lam[-1] == pytest.approx(2 / (1 + np.exp(-10)) - 1)
+    assert np.all(np.diff(lam) > 0)
+
+
+def test_unpack_accepts_dicts_and_tuples_and_names_missing_keys():
+    x, y = tf.zeros((2, 3)), tf.ones((2,))
+    assert set(base.unpack({"image": x, "label": y, "extra": y}, ("image", "label"), "T")) == {"image", "label", "extra"}
+    assert base.unpack((x, y), ("image", "label"), "T")["label"] is y
+    with pytest.raises(KeyError, match="missing \\['label'\\]"):
+        base.unpack({"image": x}, ("image", "label"), "T")
+    with pytest.raises(ValueError, match="tuple of 1"):
+        base.unpack((x,), ("image", "label"), "T")
+
+
+def test_per_sample_loss_rebuilds_keras_losses_without_reduction():
+    loss = base.per_sample_loss(keras.losses.MeanSquaredError(), "loss")
+    values = loss(tf.zeros((4, 2)), tf.ones((4, 2)))
+    assert tuple(values.shape) == (4,)
+    assert base.per_sample_loss("mse", "loss")(tf.zeros((3, 2)), tf.ones((3, 2))).shape == (3,)
+    with pytest.raises(ValueError, match="unknown Keras loss"):
+        base.per_sample_loss("not_a_loss", "loss")
+    with pytest.raises(TypeError, match="loss function"):
+        base.per_sample_loss(3, "loss")
+
+
+def test_check_positive_messages():
+    base.check_positive(0.0, "w", "T", allow_zero=True)
+    with pytest.raises(ValueError, match="T: w must be a finite number > 0"):
+        base.check_positive(0.0, "w", "T")
+    with pytest.raises(ValueError, match=">= 0"):
+        base.check_positive(float("nan"), "w", "T", allow_zero=True)
