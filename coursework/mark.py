@@ -534,8 +534,9 @@ def main(argv=None) -> int:
             print(f"error: {p}", file=sys.stderr)
         notes.append("Marking scheme check failed: " + "; ".join(scheme_problems))
         for it in items:
+            it.score = 0.0  # an inconsistent scheme gives no marks at all, not even for integrity
             if not it.builtin:
-                it.score, it.status, it.output = 0.0, "failed", "not marked: the marking scheme check failed"
+                it.status, it.output = "failed", "not marked: the marking scheme check failed"
         write_reports(out, scheme.title, items, total, time.monotonic() - start, notes)
         print("MARK: 0.0%")
         return 1
