@@ -194,7 +194,7 @@ class TaskConditionedTrainer(base.Trainer):
     def call(self, inputs, training=False):
         """``inputs = (images, task indices (B,))`` -> the model's prediction for those tasks."""
         images, task = inputs
-        return self.network([images, self.one_hot(task)], training=training)
+        return self.network([tf.convert_to_tensor(images), self.one_hot(task)], training=training)
 
     def one_hot(self, task) -> tf.Tensor:
         """Integer task indices ``(B,)`` -> float32 one-hot ``(B, num_tasks)``."""
@@ -206,7 +206,7 @@ class TaskConditionedTrainer(base.Trainer):
 
     def _objective(self, data, training):
         batch = base.unpack(data, ("image", "task", "label"), "TaskConditionedTrainer")
-        images, labels = batch["image"], batch["label"]
+        images, labels = tf.convert_to_tensor(batch["image"]), batch["label"]
         one_hot = self.one_hot(batch["task"])
         global_batch = base.global_batch_size(images)
         per_sample = tf.reshape(tf.cast(self.task_loss(labels, self.network([images, one_hot], training=training)), tf.float32),
