@@ -62,7 +62,12 @@ def _strip_nifti(name: str) -> tuple[str, str] | None:
     return None
 
 
-def find_cases(folder, image_suffix: str = "_img", label_suffix: str = "_mask", require_labels: bool = True) -> list[Case]:
+def find_cases(
+    folder,
+    image_suffix: str = "_img",
+    label_suffix: str = "_mask",
+    require_labels: bool = True,
+) -> list[Case]:
     """List the image/label pairs in a folder, e.g. ``case000_img.nii.gz`` + ``case000_mask.nii.gz``.
 
     Args:
@@ -91,7 +96,10 @@ def find_cases(folder, image_suffix: str = "_img", label_suffix: str = "_mask", 
         candidates = [folder / f"{case_id}{label_suffix}{ext}" for ext in (parsed[1],) + io.NIFTI_SUFFIXES]
         label_path = next((c for c in candidates if c.is_file()), None)
         if label_path is None and require_labels:
-            raise DataError(f"{candidates[0]}: label file missing for image {path.name} (expected '<case>{label_suffix}{parsed[1]}').")
+            raise DataError(
+                f"{candidates[0]}: label file missing for image {path.name} "
+                f"(expected '<case>{label_suffix}{parsed[1]}')."
+            )
         cases.append(Case(case_id=case_id, image_path=path, label_path=label_path))
     if not cases:
         raise DataError(f"{folder}: no image files named '*{image_suffix}.nii.gz' or '*{image_suffix}.nii' found.")
@@ -111,7 +119,12 @@ def _ranked(cases: Sequence[Case], seed: int) -> list[Case]:
     return sorted(cases, key=lambda c: _rank_key(c.case_id, seed))
 
 
-def split_cases(cases: Sequence[Case], val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> dict[str, list[Case]]:
+def split_cases(
+    cases: Sequence[Case],
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> dict[str, list[Case]]:
     """Split cases (never slices) into train/val/test, deterministically from ``seed``.
 
     Cases are ordered by a hash of ``(seed, case_id)``; the first ``round(n * test_fraction)`` are
@@ -170,7 +183,13 @@ def kfold_cases(cases: Sequence[Case], k: int, fold: int, seed: int = 0) -> dict
     return {"train": sorted(train, key=lambda c: c.case_id), "val": sorted(val, key=lambda c: c.case_id)}
 
 
-def load_cases(cases: Sequence[Case], *, normalize: str | None = "zscore", canonical: bool = True, verbose: bool = False) -> list[dict]:
+def load_cases(
+    cases: Sequence[Case],
+    *,
+    normalize: str | None = "zscore",
+    canonical: bool = True,
+    verbose: bool = False,
+) -> list[dict]:
     """Load cases into memory as dicts in the kit's ``(D, H, W)`` layout.
 
     Args:
@@ -231,7 +250,10 @@ def _check_volumes(volumes: Sequence[dict], need_label: bool = True) -> None:
         if np.ndim(v["image"]) != 3:
             raise ValueError(f"volume {v.get('case_id', '?')}: image must be (D, H, W), got shape {np.shape(v['image'])}.")
         if need_label and np.shape(v["label"]) != np.shape(v["image"]):
-            raise ValueError(f"volume {v.get('case_id', '?')}: label shape {np.shape(v['label'])} != image shape {np.shape(v['image'])}.")
+            raise ValueError(
+                f"volume {v.get('case_id', '?')}: label shape {np.shape(v['label'])} "
+                f"!= image shape {np.shape(v['image'])}."
+            )
 
 
 def _apply_augment(ds: tf.data.Dataset, chain, seed: int) -> tf.data.Dataset:
@@ -265,7 +287,11 @@ def _finish(ds, batch_size, *, shuffle, seed, shuffle_buffer, augment, drop_rema
     return ds.prefetch(AUTOTUNE)
 
 
-def stack_slices(volumes: Sequence[dict], slice_shape: Sequence[int] | None = None, min_foreground: int = 0) -> dict[str, np.ndarray]:
+def stack_slices(
+    volumes: Sequence[dict],
+    slice_shape: Sequence[int] | None = None,
+    min_foreground: int = 0,
+) -> dict[str, np.ndarray]:
     """Cut volumes into axial slices: ``image (N, H, W, 1)``, ``label (N, H, W)``, ``case_id (N,)``.
 
     Args:
@@ -353,7 +379,13 @@ def _patch_corner(shape, patch_size, center) -> tuple[int, ...]:
     return tuple(int(np.clip(c - p // 2, 0, n - p)) for c, n, p in zip(center, shape, patch_size))
 
 
-def sample_patches(volumes: Sequence[dict], patch_size: Sequence[int], num_patches: int, rng: np.random.Generator, foreground_ratio: float = 0.5):
+def sample_patches(
+    volumes: Sequence[dict],
+    patch_size: Sequence[int],
+    num_patches: int,
+    rng: np.random.Generator,
+    foreground_ratio: float = 0.5,
+):
     """Draw foreground-balanced 3D patches from volumes (NumPy; used by :func:`patch_dataset`).
 
     Each patch comes from a uniformly chosen volume. With probability ``foreground_ratio`` it is
@@ -434,7 +466,14 @@ def patch_dataset(
     return _apply_augment(ds, augment, seed).prefetch(AUTOTUNE)
 
 
-def volume_dataset(volumes: Sequence[dict], batch_size: int = 1, *, shuffle: bool = False, seed: int = 0, augment: Callable | None = None) -> tf.data.Dataset:
+def volume_dataset(
+    volumes: Sequence[dict],
+    batch_size: int = 1,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    augment: Callable | None = None,
+) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of whole volumes (for 3D training on small volumes and evaluation).
 
     Args:

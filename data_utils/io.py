@@ -228,7 +228,13 @@ def dhw_affine(shape, spacing) -> np.ndarray:
     return affine
 
 
-def load_image_label_pair(image_path, label_path, *, canonical: bool = True, affine_tol: float = 1e-3) -> tuple[Volume, Volume]:
+def load_image_label_pair(
+    image_path,
+    label_path,
+    *,
+    canonical: bool = True,
+    affine_tol: float = 1e-3,
+) -> tuple[Volume, Volume]:
     """Load an image and its label map and check that they describe the same voxels.
 
     Args:

@@ -55,7 +55,13 @@ def reorient_to_ras(volume: io.Volume) -> io.Volume:
     return io.to_canonical(volume)
 
 
-def resample_to_spacing(array: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float], *, is_label: bool = False) -> tuple[np.ndarray, tuple[float, ...]]:
+def resample_to_spacing(
+    array: np.ndarray,
+    spacing: Sequence[float],
+    target_spacing: Sequence[float],
+    *,
+    is_label: bool = False,
+) -> tuple[np.ndarray, tuple[float, ...]]:
     """Resample a volume to a new voxel spacing, keeping its physical extent.
 
     Images use linear interpolation, label maps nearest neighbour (labels stay integers from the
@@ -124,7 +130,13 @@ def zscore(array: np.ndarray, *, nonzero: bool = False, eps: float = 1e-8) -> np
     return out
 
 
-def percentile_scale(array: np.ndarray, lower: float = 0.5, upper: float = 99.5, out_range=(0.0, 1.0), clip: bool = True) -> np.ndarray:
+def percentile_scale(
+    array: np.ndarray,
+    lower: float = 0.5,
+    upper: float = 99.5,
+    out_range=(0.0, 1.0),
+    clip: bool = True,
+) -> np.ndarray:
     """Map the ``lower``..``upper`` percentiles of the intensities linearly to ``out_range``.
 
     Robust to a few extreme voxels (MR hot spots), unlike min-max scaling.
@@ -151,7 +163,14 @@ def _window(center, width, window):
     return float(center), float(width)
 
 
-def window_ct(array: np.ndarray, center: float = 40.0, width: float = 400.0, *, window: str | None = None, out_range=(0.0, 1.0)) -> np.ndarray:
+def window_ct(
+    array: np.ndarray,
+    center: float = 40.0,
+    width: float = 400.0,
+    *,
+    window: str | None = None,
+    out_range=(0.0, 1.0),
+) -> np.ndarray:
     """Apply a CT display window: Hounsfield units in ``[center - width/2, center + width/2]`` -> ``out_range``.
 
     Args:
@@ -186,7 +205,13 @@ def foreground_bbox(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[
     return tuple(box)
 
 
-def crop_to_foreground(image: np.ndarray, label: np.ndarray | None = None, *, margin: int | Sequence[int] = 0, threshold: float | None = None):
+def crop_to_foreground(
+    image: np.ndarray,
+    label: np.ndarray | None = None,
+    *,
+    margin: int | Sequence[int] = 0,
+    threshold: float | None = None,
+):
     """Crop an image (and its label) to the bounding box of the foreground plus a margin.
 
     The foreground is ``label > 0`` when a label is given, otherwise ``image > threshold``
@@ -270,7 +295,13 @@ def _percentile_tf(flat: tf.Tensor, q: float) -> tf.Tensor:
     return tf.gather(values, low, axis=1) * (1.0 - frac) + tf.gather(values, high, axis=1) * frac
 
 
-def percentile_scale_tf(x, lower: float = 0.5, upper: float = 99.5, out_range=(0.0, 1.0), clip: bool = True) -> tf.Tensor:
+def percentile_scale_tf(
+    x,
+    lower: float = 0.5,
+    upper: float = 99.5,
+    out_range=(0.0, 1.0),
+    clip: bool = True,
+) -> tf.Tensor:
     """Per-sample, per-channel percentile scaling of a batch (graph op; see :func:`percentile_scale`)."""
     if not 0.0 <= lower < upper <= 100.0:
         raise ValueError(f"need 0 <= lower < upper <= 100, got lower={lower}, upper={upper}.")
@@ -287,7 +318,14 @@ def percentile_scale_tf(x, lower: float = 0.5, upper: float = 99.5, out_range=(0
     return tf.clip_by_value(out, min(a, b), max(a, b)) if clip else out
 
 
-def window_ct_tf(x, center: float = 40.0, width: float = 400.0, *, window: str | None = None, out_range=(0.0, 1.0)) -> tf.Tensor:
+def window_ct_tf(
+    x,
+    center: float = 40.0,
+    width: float = 400.0,
+    *,
+    window: str | None = None,
+    out_range=(0.0, 1.0),
+) -> tf.Tensor:
     """CT windowing as a graph op (elementwise, any shape; see :func:`window_ct`)."""
     center, width = _window(center, width, window)
     a, b = (float(v) for v in out_range)

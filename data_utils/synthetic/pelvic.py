@@ -97,7 +97,11 @@ def _anatomy_frame(rng, shape, spacing) -> np.ndarray:
     return ((coords - shift) @ rotation) / scale
 
 
-def make_pelvic_case(seed: int, shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequence[float] = DEFAULT_SPACING) -> dict:
+def make_pelvic_case(
+    seed: int,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    spacing: Sequence[float] = DEFAULT_SPACING,
+) -> dict:
     """Draw one synthetic pelvic T2 MR case.
 
     Args:
@@ -172,7 +176,9 @@ def make_pelvic_case(seed: int, shape: Sequence[int] = DEFAULT_SHAPE, spacing: S
     for side in (-1.0, 1.0):
         for offset in (0.0, 9.0):
             radius = rng.uniform(2.5, 4.5)
-            tube = _ellipse_tube_distance(p, py_ + rng.uniform(12, 24) - offset, side * (rng.uniform(36, 44) + offset), radius, radius)
+            center_y = py_ + rng.uniform(12, 24) - offset
+            center_x = side * (rng.uniform(36, 44) + offset)
+            tube = _ellipse_tube_distance(p, center_y, center_x, radius, radius)
             tube = np.maximum(tube, pz_ + 8.0 - z)
             value = tissue["vessel_void"] if rng.random() < 0.6 else tissue["vessel_bright"]
             phantom.paint(image, soft(tube), value)
@@ -341,7 +347,13 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2.0 * np.logical_and(pred, truth).sum() / total)
 
 
-def threshold_baseline(train_cases, test_cases, num_classes: int = 4, bins: int = 128, method: str = "interval") -> dict:
+def threshold_baseline(
+    train_cases,
+    test_cases,
+    num_classes: int = 4,
+    bins: int = 128,
+    method: str = "interval",
+) -> dict:
     """Fit the best per-voxel intensity classifier on training cases and score it on test cases.
 
     Images are z-scored per case (as the learning pipeline does). Two classifiers that see only a
@@ -424,7 +436,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--spacing", type=float, nargs=3, default=DEFAULT_SPACING, metavar=("SZ", "SY", "SX"))
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if a matching dataset exists")
     args = parser.parse_args(argv)
-    paths = generate_pelvic_dataset(args.out_dir, args.num_cases, args.seed, args.shape, args.spacing, args.overwrite, verbose=True)
+    paths = generate_pelvic_dataset(
+        args.out_dir, args.num_cases, args.seed, args.shape, args.spacing, args.overwrite, verbose=True
+    )
     print(f"{len(paths)} cases in {args.out_dir}")
 
 

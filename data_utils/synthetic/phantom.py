@@ -135,7 +135,11 @@ def _upsample_matrix(n: int, m: int) -> np.ndarray:
     return np.stack(columns, axis=1).astype(np.float32)
 
 
-def smooth_field(shape: Sequence[int], rng: np.random.Generator, cell: float | Sequence[float] = 8.0) -> np.ndarray:
+def smooth_field(
+    shape: Sequence[int],
+    rng: np.random.Generator,
+    cell: float | Sequence[float] = 8.0,
+) -> np.ndarray:
     """Draw a smooth random scalar field with zero mean and unit standard deviation.
 
     White noise on a coarse control grid (one point every ``cell`` voxels) is interpolated with
@@ -299,7 +303,12 @@ def _tf_seed(rng: np.random.Generator) -> list[int]:
     return [int(v) for v in rng.integers(0, 2**31 - 1, size=2)]
 
 
-def bias_field(image: np.ndarray, rng: np.random.Generator, degree: int = 3, coeff_range=(-0.15, 0.15)) -> np.ndarray:
+def bias_field(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    degree: int = 3,
+    coeff_range=(-0.15, 0.15),
+) -> np.ndarray:
     """Multiply an unbatched image by a smooth random MR bias field ``exp(Legendre polynomial)``.
 
     Calls :func:`data_utils.augment.bias_field` (MONAI ``RandBiasField`` semantics) with a stateless
