@@ -242,6 +242,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     next epoch, so a killed run loses at most the epoch it was in. Works with ``fit()`` (through
     Keras' ``model._initial_epoch``, the hook ``BackupAndRestore`` uses) and with
     ``training.loop.train``. Only the chief writes in multi-worker runs; every worker restores.
+    The data pipeline starts afresh on resume: a dataset shuffled with a fixed seed and
+    ``reshuffle_each_iteration`` gives epoch k+1 the order of a fresh run's first epoch, so a
+    resumed run matches an uninterrupted one exactly only when the order does not depend on the epoch.
 
     Args:
         directory: folder for the checkpoints (see :class:`CheckpointStore`).

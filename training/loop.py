@@ -241,6 +241,7 @@ def train(
             callback_list.on_train_batch_begin(step)
             logs = {k: float(v) for k, v in distributed_train(batch).items()}
             callback_list.on_train_batch_end(step, logs)
+            progbar.stateful_metrics.update(logs)  # values are running means already: show, don't re-average
             progbar.update(step + 1, list(logs.items()))
             if model.stop_training:
                 break

@@ -115,6 +115,14 @@ def test_mixed_precision_training_follows_float32(policy_name):
 
 @pytest.mark.slow
 def test_measure_training_throughput_returns_samples_per_second():
-    value = precision.measure_training_throughput("float32", input_shape=(16, 16, 1), batch_size=4, steps=2, warmup=1)
-    assert np.isfinite(value) and value > 0
-    assert precision.current_policy() == "float32"
+    for clock in ("wall", "cpu"):
+        value = precision.measure_training_throughput(
+            "mixed_bfloat16", input_shape=(16, 16, 1), batch_size=4, steps=2, warmup=1, clock=clock
+        )
+        assert np.isfinite(value) and value > 0
+    assert precision.current_policy() == "float32"  # the measurement does not leave its policy behind
+
+
+def test_measure_training_throughput_rejects_an_unknown_clock():
+    with pytest.raises(ValueError, match="clock"):
+        precision.measure_training_throughput("float32", clock="gpu")
