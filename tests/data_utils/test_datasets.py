@@ -199,3 +199,36 @@ def test_volume_dataset():
     with pytest.raises(ValueError, match="batch_size=1"):
         datasets.volume_dataset(mixed, batch_size=2)
     assert len(list(datasets.volume_dataset(mixed, batch_size=1))) == 4
+
+
+def test_load_cases_reorients_any_orientation_to_the_same_layout(tmp_path):
+    case = pelvic.make_pelvic_case(2, (6, 16, 20), (16.0, 7.5, 6.0))
+    # The same data stored flipped left-right (voxel w' = W-1-w), and also as canonical (x, y, z).
+    flipped = case["affine"].copy()
+    flipped[:, 2] *= -1
+    flipped[:3, 3] = (case["affine"] @ np.array([0, 0, 19, 1]))[:3]
+    image = io.Volume(case["image"][:, :, ::-1].copy(), flipped, (16.0, 7.5, 6.0))
+    label = io.Volume(case["label"][:, :, ::-1].copy(), flipped, (16.0, 7.5, 6.0))
+    io.save_nifti(io.to_canonical(image).array, io.to_canonical(image).affine, tmp_path / "a_img.nii")
+    io.save_nifti(io.to_canonical(label).array, io.to_canonical(label).affine, tmp_path / "a_mask.nii")
+    io.save_nifti(image.array, flipped, tmp_path / "b_img.nii.gz")
+    io.save_nifti(label.array, flipped, tmp_path / "b_mask.nii.gz")
+    cases = datasets.find_cases(tmp_path)
+    assert [c.image_path.name for c in cases] == ["a_img.nii", "b_img.nii.gz"]
+    for v in datasets.load_cases(cases, normalize=None):
+        np.testing.assert_array_equal(v["label"], case["label"])
+        np.testing.assert_allclose(v["image"], case["image"])
+        np.testing.assert_allclose(v["affine"], case["affine"], atol=1e-6)
+
+
+def test_load_cases_unlabelled_and_nonzero_normalisation(tmp_path):
+    image = np.zeros((4, 6, 6), np.float32)
+    image[1:3, 2:5, 2:5] = np.arange(18, dtype=np.float32).reshape(2, 3, 3) + 10
+    io.save_nifti(image, np.eye(4), tmp_path / "u_img.nii.gz")
+    cases = datasets.find_cases(tmp_path, require_labels=False)
+    v = datasets.load_cases(cases, normalize="zscore_nonzero", canonical=False)[0]
+    assert "label" not in v
+    inside = v["image"][v["image"] != 0]
+    assert inside.size == 18 and abs(inside.mean()) < 1e-5 and abs(inside.std() - 1) < 1e-4
+    with pytest.raises(ValueError, match="normalize"):
+        datasets.load_cases(cases, normalize="minmax")
