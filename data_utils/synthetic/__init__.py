@@ -5,6 +5,25 @@
   Rician noise.
 - ``pelvic``: 3D male-pelvis T2 MR volumes labelled bladder / prostate / rectum, written as
   NIfTI pairs (``generate_pelvic_dataset``).
+- ``ultrasound``: 2D B-mode ultrasound-like classification images (``make_ultrasound_dataset``).
 
 Every generator takes a seed: the same seed gives the same data.
+
+The ``make_*`` generators can be imported from here (``from data_utils.synthetic import
+make_ultrasound_dataset``); each module is imported only when its generator is first used.
 """
+
+import importlib
+
+# Public generator -> the module that defines it (imported on first use: some need TensorFlow).
+_EXPORTS = {
+    "make_ultrasound_dataset": "ultrasound",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
