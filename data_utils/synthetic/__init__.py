@@ -6,6 +6,8 @@
 - ``pelvic``: 3D male-pelvis T2 MR volumes labelled bladder / prostate / rectum, written as
   NIfTI pairs (``generate_pelvic_dataset``).
 - ``ultrasound``: 2D B-mode ultrasound-like classification images (``make_ultrasound_dataset``).
+- ``registration``: 2D/3D image pairs with a known smooth deformation, label maps and landmarks
+  (``make_registration_pairs``).
 
 Every generator takes a seed: the same seed gives the same data.
 
@@ -18,6 +20,7 @@ import importlib
 # Public generator -> the module that defines it (imported on first use: some need TensorFlow).
 _EXPORTS = {
     "make_ultrasound_dataset": "ultrasound",
+    "make_registration_pairs": "registration",
 }
 
 __all__ = sorted(_EXPORTS)
