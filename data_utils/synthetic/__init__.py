@@ -8,6 +8,9 @@
 - ``ultrasound``: 2D B-mode ultrasound-like classification images (``make_ultrasound_dataset``).
 - ``registration``: 2D/3D image pairs with a known smooth deformation, label maps and landmarks
   (``make_registration_pairs``).
+- ``sequences``: cine MR frame sequences of a beating heart (normal / wall-motion defect) and
+  ECG-like signals with rhythm classes and per-sample wave labels (``make_cine_dataset``,
+  ``make_ecg_dataset``).
 
 Every generator takes a seed: the same seed gives the same data.
 
@@ -21,6 +24,8 @@ import importlib
 _EXPORTS = {
     "make_ultrasound_dataset": "ultrasound",
     "make_registration_pairs": "registration",
+    "make_cine_dataset": "sequences",
+    "make_ecg_dataset": "sequences",
 }
 
 __all__ = sorted(_EXPORTS)
