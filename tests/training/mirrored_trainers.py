@@ -37,7 +37,7 @@ GLOBAL_BATCH = 8
 
 
 @functools.lru_cache(maxsize=None)
-def mirrored_results(timeout: float = 240.0) -> dict:
+def mirrored_results(timeout: float = 540.0) -> dict:
     """Run every case in a subprocess (once per test session) and return ``{case: {run: summary}}``.
 
     A summary is ``{"history": {name: [per-epoch values]}, "weights": [sum |w| per weight]}``;
