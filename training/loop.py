@@ -198,7 +198,8 @@ def train(
                     f"loop.train: model {model.name!r} has no optimizer; compile it (inside strategy.scope()) "
                     "or pass loss_fn= and optimizer= for the teaching step"
                 )
-            # Optimisers built lazily inside a replica step fail under MirroredStrategy; build them now.
+            # Build every optimiser now, inside the scope: its slots are then mirrored variables, and a
+            # checkpoint can restore them before the first step (lazy building happens inside it).
             build_optimizers(model)
             train_fn, eval_fn, trackers = model.train_step, model.test_step, []
             if _uses_keras_train_step(model):
