@@ -11,6 +11,8 @@
 - ``sequences``: cine MR frame sequences of a beating heart (normal / wall-motion defect) and
   ECG-like signals with rhythm classes and per-sample wave labels (``make_cine_dataset``,
   ``make_ecg_dataset``).
+- ``pointclouds``: organ-surface point clouds with shape classes and per-point part labels
+  (``make_pointcloud_dataset``).
 
 Every generator takes a seed: the same seed gives the same data.
 
@@ -26,6 +28,7 @@ _EXPORTS = {
     "make_registration_pairs": "registration",
     "make_cine_dataset": "sequences",
     "make_ecg_dataset": "sequences",
+    "make_pointcloud_dataset": "pointclouds",
 }
 
 __all__ = sorted(_EXPORTS)
