@@ -77,6 +77,23 @@ def test_atomic_save_weights_keeps_the_old_file_when_saving_fails(tmp_path, monk
         cb.atomic_save_weights(model, str(tmp_path / "m.h5"))
 
 
+def test_build_optimizers_builds_the_model_optimizer_or_defers_to_the_trainer():
+    model = _model()
+    assert not model.optimizer.built
+    cb.build_optimizers(model)
+    assert model.optimizer.built
+    assert len(model.optimizer.variables) > 1  # iterations + Adam moments
+
+    class WithOwnBuilder(keras.Model):
+        calls = 0
+
+        def build_optimizers(self):
+            WithOwnBuilder.calls += 1
+
+    cb.build_optimizers(WithOwnBuilder())
+    assert WithOwnBuilder.calls == 1
+
+
 # --------------------------------------------------------------------------------------------
 # CheckpointStore
 # --------------------------------------------------------------------------------------------
