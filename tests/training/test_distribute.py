@@ -36,7 +36,8 @@ def _run_python(code: str, timeout: float, env_extra: dict | None = None) -> dic
 # --------------------------------------------------------------------------------------------
 # Fast checks in this process (one device, no TF_CONFIG)
 # --------------------------------------------------------------------------------------------
-def test_get_strategy_on_one_cpu_is_the_default_strategy(monkeypatch):
+@pytest.mark.skipif(len(tf.config.list_physical_devices("GPU")) > 1, reason="several GPUs: mirrored by design")
+def test_get_strategy_on_one_device_is_the_default_strategy(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     strategy = distribute.get_strategy()
     assert strategy is tf.distribute.get_strategy()
