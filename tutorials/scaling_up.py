@@ -174,8 +174,9 @@ tut.save_figure(fig, "precision_speed.png")
 #   GLOBAL batch per step = per-GPU batch x number of GPUs (and scale the learning rate with care).
 # - `precision.set_policy("auto")` switches to `mixed_float16` on a GPU; `model.compile` adds loss
 #   scaling, and in a custom step use `precision.wrap_optimizer` + `optimizer.scale_loss(loss)`.
-# - `model.compile(..., jit_compile=True)` (or `loop.train(..., jit_compile=True)`) often gives 1.2-2x
-#   on GPUs; the first step is slower while XLA compiles.
+# - `model.compile(..., jit_compile=True)` (or `loop.train(..., jit_compile=True)`) fuses operations
+#   into fewer GPU kernels, which often helps there; the first step is slower while XLA compiles. On
+#   a CPU it can hurt: XLA's CPU convolutions skip the oneDNN kernels (measure, as above).
 # - Several machines: start the same script on each with `TF_CONFIG` naming all workers
 #   (`distribute.make_tf_config(["host1:12345", "host2:12345"], index)`); `get_strategy()` then
 #   returns a `MultiWorkerMirroredStrategy`. Use `training.loop.train` there: with TensorFlow 2.21
