@@ -61,8 +61,9 @@ class CourseworkConfig:
     steps_per_epoch: int = field(0, "training steps per epoch; 0 = one pass over the training slices/patches")
     max_train_cases: int = field(0, "use at most this many training cases (0 = all): a quick way to shrink a run")
     stop_after_epochs: int = field(
-        0, "stop after this many epochs without changing the schedule (0 = train all epochs); the "
-        "marking uses it to check reproducibility"
+        0, "stop after this many epochs without changing the schedule (0 = train all epochs); a "
+        "partial run like this is not evaluated on the test cases (the marking uses it to check "
+        "reproducibility)"
     )
     overlays: int = field(3, "number of test cases drawn as prediction-vs-truth overlay PNGs")
 

@@ -203,6 +203,12 @@ def train_run(cfg: CourseworkConfig, run_tmp: Path) -> dict:
         cbs.plot_history(str(run_tmp / "history.csv"), str(run_tmp / "loss_curves.png"))
     model.save(run_tmp / "model.keras")
 
+    if cfg.stop_after_epochs and cfg.stop_after_epochs < cfg.epochs:
+        # A partial run (reproducibility check): its model is not the run's result, so it is not tested.
+        metrics = {"partial_run": True, "epochs_run": len(history.history.get("loss", [])),
+                   "train_seconds": round(train_seconds, 1), "total_seconds": round(time.perf_counter() - start, 1)}
+        (run_tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return metrics
     print(f"Evaluating on {len(split['test'])} held-out test cases (3D, per structure) ...", flush=True)
     test_cases = [(c.case_id, Path(c.image_path), Path(c.label_path)) for c in split["test"]]
     summary = evaluate.evaluate_cases(model, cfg, test_cases, run_tmp / "predictions",
@@ -244,8 +250,11 @@ def run(cfg: CourseworkConfig) -> Path:
     finally:
         if run_tmp.exists():
             shutil.rmtree(run_tmp, ignore_errors=True)
-    print(f"mean test Dice {metrics['mean_dice']:.3f}, mean HD95 {metrics['mean_hd95_mm']:.2f} mm; "
-          f"results in {final}/ ({metrics['total_seconds']:.0f} s)")
+    if "mean_dice" in metrics:
+        print(f"mean test Dice {metrics['mean_dice']:.3f}, mean HD95 {metrics['mean_hd95_mm']:.2f} mm; "
+              f"results in {final}/ ({metrics['total_seconds']:.0f} s)")
+    else:
+        print(f"partial run of {metrics['epochs_run']} epoch(s), not evaluated; results in {final}/")
     return final
 
 
