@@ -13,6 +13,8 @@
   ``make_ecg_dataset``).
 - ``pointclouds``: organ-surface point clouds with shape classes and per-point part labels
   (``make_pointcloud_dataset``).
+- ``modalities``: registered 2D head slices in T1, T2, FLAIR and CT contrasts, for synthesis
+  (``make_modality_pairs``).
 
 Every generator takes a seed: the same seed gives the same data.
 
@@ -29,6 +31,7 @@ _EXPORTS = {
     "make_cine_dataset": "sequences",
     "make_ecg_dataset": "sequences",
     "make_pointcloud_dataset": "pointclouds",
+    "make_modality_pairs": "modalities",
 }
 
 __all__ = sorted(_EXPORTS)
