@@ -23,13 +23,16 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from data_utils import spatial
+from data_utils import augment, spatial
 from training import _trainer_base as base
 from training import losses
 
 
 def random_affine_matrices(seed, batch_size, spatial_shape, rotation: float, translation: float, scale: float):
     """Per-sample random affine sampling matrices ``(B, r+1, r+1)`` (rotation, translation, zoom).
+
+    A thin wrapper of :func:`data_utils.augment.draw_affine`: the trainer needs the matrices
+    themselves, to move the teacher's segmentation by the same transform as the student's input.
 
     Args:
         seed: shape-[2] stateless seed.
@@ -42,19 +45,10 @@ def random_affine_matrices(seed, batch_size, spatial_shape, rotation: float, tra
     Returns:
         float32 ``(B, r+1, r+1)`` for :func:`data_utils.spatial.affine_transform`.
     """
-    rank = len(spatial_shape)
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    n_angles = 1 if rank == 2 else 3
-
-    def uniform(i, n, bound):
-        return tf.random.stateless_uniform(tf.stack([batch_size, n]), seed=seeds[i], minval=-bound, maxval=bound)
-
-    return spatial.affine_matrix(
-        spatial_shape,
-        rotation=uniform(0, n_angles, rotation),
-        translation=uniform(1, rank, translation),
-        scale=1.0 + uniform(2, rank, scale),
+    _, matrices = augment.draw_affine(
+        seed, batch_size, spatial_shape, rotation=rotation, scale=scale, translation=translation
     )
+    return matrices
 
 
 class MeanTeacher(base.Trainer):
@@ -177,7 +171,7 @@ class MeanTeacher(base.Trainer):
         if matrices is not None:
             images = spatial.affine_transform(images, matrices, padding="border")
         if self.noise_std > 0:
-            images = images + self.noise_std * tf.random.stateless_normal(tf.shape(images), seed=seed)
+            images = augment.gaussian_noise(images, seed, std=self.noise_std, sample_std=False)
         return images
 
     def _matrices(self, seed, images):
