@@ -15,6 +15,8 @@
   (``make_pointcloud_dataset``).
 - ``modalities``: registered 2D head slices in T1, T2, FLAIR and CT contrasts, for synthesis
   (``make_modality_pairs``).
+- ``mil``: bags of patches for multiple-instance learning, with hidden instance labels
+  (``make_mil_dataset``).
 
 Every generator takes a seed: the same seed gives the same data.
 
@@ -32,6 +34,7 @@ _EXPORTS = {
     "make_ecg_dataset": "sequences",
     "make_pointcloud_dataset": "pointclouds",
     "make_modality_pairs": "modalities",
+    "make_mil_dataset": "mil",
 }
 
 __all__ = sorted(_EXPORTS)
