@@ -312,3 +312,21 @@ def test_layers_augment_in_training_only_and_round_trip(tmp_path, rng):
     np.testing.assert_array_equal(out["image"].numpy(), data[:, ::-1, ::-1])
     with pytest.raises(ValueError, match="dict"):
         augment.RandomMixUp(num_classes=2)(data)
+
+
+def test_elastic_fields_are_bounded_smooth_and_gated():
+    shape = (24, 24, 24)
+    _, control = augment.draw_elastic([1, 2], 2, shape, mode="control", magnitude=(2.0, 3.0),
+                                      num_control_points=4)
+    field = augment.realize_transform(("field", control), shape)[1].numpy()
+    assert field.shape == (2, *shape, 3)
+    assert 0.5 < np.abs(field).max() <= 3.0 + 1e-5
+    _, gauss = augment.draw_elastic([1, 2], 2, shape, sigma=(4.0, 5.0), magnitude=(100.0, 100.0))
+    field = augment.realize_transform(("field", gauss), shape)[1].numpy()
+    assert field.shape == (2, *shape, 3) and np.abs(field).max() > 0.5
+    # Smooth: neighbouring displacements differ much less than the displacements themselves.
+    assert np.abs(np.diff(field, axis=1)).mean() < 0.2 * np.abs(field).mean()
+    _, off = augment.draw_elastic([1, 2], 2, shape, prob=0.0)
+    np.testing.assert_array_equal(augment.realize_transform(("field", off), shape)[1].numpy(), 0.0)
+    with pytest.raises(ValueError, match="mode"):
+        augment.draw_elastic([1, 2], 1, shape, mode="bspline")
