@@ -108,16 +108,16 @@ def sliding_window_inference(
 
     spatial = volume.shape[1:-1]
     # Pad axes shorter than the window (evenly on both sides), crop the prediction back later.
-    pad_before = [max(w - n, 0) // 2 for n, w in zip(spatial, window_shape)]
-    pad_after = [max(w - n, 0) - b for n, w, b in zip(spatial, window_shape, pad_before)]
+    pad_before = [max(w - n, 0) // 2 for n, w in zip(spatial, window_shape, strict=True)]
+    pad_after = [max(w - n, 0) - b for n, w, b in zip(spatial, window_shape, pad_before, strict=True)]
     if any(pad_before) or any(pad_after):
-        pads = [(0, 0)] + list(zip(pad_before, pad_after)) + [(0, 0)]
+        pads = [(0, 0)] + list(zip(pad_before, pad_after, strict=True)) + [(0, 0)]
         volume = np.pad(volume, pads, mode="constant", constant_values=pad_value)
     padded = volume.shape[1:-1]
 
     weights = (gaussian_importance_map(window_shape, sigma_scale) if blend == "gaussian"
                else np.ones(window_shape, "float32"))
-    starts = list(itertools.product(*[window_starts(n, w, overlap) for n, w in zip(padded, window_shape)]))
+    starts = list(itertools.product(*[window_starts(n, w, overlap) for n, w in zip(padded, window_shape, strict=True)]))
     n_batches = math.ceil(len(starts) / int(batch_size))
 
     outputs = []
@@ -131,7 +131,7 @@ def sliding_window_inference(
         norm = np.zeros(padded, "float32")
         for i in range(n_batches):
             chunk = starts[i * batch_size:(i + 1) * batch_size]
-            slices = [tuple(slice(s, s + w) for s, w in zip(start, window_shape)) for start in chunk]
+            slices = [tuple(slice(s, s + w) for s, w in zip(start, window_shape, strict=True)) for start in chunk]
             windows = np.stack([volume[b][sl] for sl in slices])
             pred = _predict(model, windows)
             if pred.shape[:-1] != windows.shape[:-1]:
@@ -141,12 +141,12 @@ def sliding_window_inference(
                 )
             if accum is None:
                 accum = np.zeros((*padded, pred.shape[-1]), "float32")
-            for sl, p in zip(slices, pred):
+            for sl, p in zip(slices, pred, strict=True):
                 accum[sl] += p * weights[..., None]
                 norm[sl] += weights
             if bar is not None:
                 bar.add(1)
         out = accum / norm[..., None]
-        crop = tuple(slice(pb, pb + n) for pb, n in zip(pad_before, spatial))
+        crop = tuple(slice(pb, pb + n) for pb, n in zip(pad_before, spatial, strict=True))
         outputs.append(out[crop])
     return np.stack(outputs)
