@@ -73,6 +73,7 @@ def _dense_head(x, fc_units, num_classes, dropout, final_activation, activation=
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
+    example=dict(input_shape=(16, 16, 1), num_classes=3, convs_per_stage=(1, 1), filters=(4, 8), fc_units=(16,)),
 )
 def vgg(
     input_shape: Sequence[int | None],
@@ -134,7 +135,7 @@ def _check_divisible(who, input_shape, factor, need_known):
         raise ValueError(f"{who}: every spatial size must be at least {factor}; got {spatial}")
 
 
-@register("vgg11", family="VGG", topic=_TOPIC, ranks=(2, 3), defaults=dict(input_shape=(224, 224, 3), num_classes=1000))
+@register("vgg11", family="VGG", topic=_TOPIC, ranks=(2, 3), defaults=dict(input_shape=(224, 224, 3), num_classes=1000), example=dict(input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)))
 def vgg11(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """VGG-11 (Simonyan and Zisserman 2015, configuration A): 132,863,336 parameters on ImageNet.
 
@@ -148,7 +149,7 @@ def vgg11(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> kera
     return vgg(input_shape, num_classes, convs_per_stage=(1, 1, 2, 2, 2), **kwargs)
 
 
-@register("vgg16", family="VGG", topic=_TOPIC, ranks=(2, 3), defaults=dict(input_shape=(224, 224, 3), num_classes=1000))
+@register("vgg16", family="VGG", topic=_TOPIC, ranks=(2, 3), defaults=dict(input_shape=(224, 224, 3), num_classes=1000), example=dict(input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)))
 def vgg16(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """VGG-16 (Simonyan and Zisserman 2015, configuration D): 138,357,544 parameters on ImageNet.
 
@@ -165,7 +166,7 @@ def vgg16(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> kera
     return vgg(input_shape, num_classes, convs_per_stage=(2, 2, 3, 3, 3), **kwargs)
 
 
-@register("lenet5", family="LeNet", topic=_TOPIC, ranks=(2, 3), defaults=dict(input_shape=(32, 32, 1), num_classes=10))
+@register("lenet5", family="LeNet", topic=_TOPIC, ranks=(2, 3), defaults=dict(input_shape=(32, 32, 1), num_classes=10), example=dict(input_shape=(16, 16, 1), num_classes=3))
 def lenet5(
     input_shape: Sequence[int | None] = (32, 32, 1),
     num_classes: int = 10,
@@ -203,7 +204,7 @@ def lenet5(
     return keras.Model(inputs, outputs, name=name)
 
 
-@register("alexnet", family="AlexNet", topic=_TOPIC, ranks=(2,), defaults=dict(input_shape=(224, 224, 3), num_classes=1000))
+@register("alexnet", family="AlexNet", topic=_TOPIC, ranks=(2,), defaults=dict(input_shape=(224, 224, 3), num_classes=1000), example=dict(input_shape=(64, 64, 1), num_classes=3, filters=(4, 8, 8, 8, 8), fc_units=(16, 16)))
 def alexnet(
     input_shape: Sequence[int | None] = (224, 224, 3),
     num_classes: int = 1000,

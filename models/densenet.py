@@ -37,6 +37,7 @@ _TOPIC = "CNN architectures: DenseNet"
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
+    example=dict(input_shape=(16, 16, 1), num_classes=3, blocks=(2, 2), growth_rate=4, init_filters=8, stem="small"),
 )
 def densenet(
     input_shape: Sequence[int | None],
@@ -112,6 +113,7 @@ def densenet(
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
+    example=dict(input_shape=(32, 32, 1), num_classes=3, growth_rate=4, init_filters=8),
 )
 def densenet121(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """DenseNet-121 (Huang et al. 2017, Table 1): blocks ``(6, 12, 24, 16)``, ``k = 32``, BC variant.
@@ -126,4 +128,5 @@ def densenet121(input_shape: Sequence[int | None], num_classes: int, **kwargs) -
         The ``keras.Model``.
     """
     kwargs.setdefault("name", "densenet121")
-    return densenet(input_shape, num_classes, blocks=(6, 12, 24, 16), growth_rate=32, **kwargs)
+    kwargs.setdefault("growth_rate", 32)
+    return densenet(input_shape, num_classes, blocks=(6, 12, 24, 16), **kwargs)

@@ -89,6 +89,7 @@ def _aux_head(x, num_classes, rank, norm, final_activation, name, conv_filters=1
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
+    example=dict(input_shape=(32, 32, 1), num_classes=3, width_multiplier=0.0625),
 )
 def googlenet(
     input_shape: Sequence[int | None] = (224, 224, 3),

@@ -30,6 +30,7 @@ TASKS = {"classification": "softmax", "binary": "sigmoid", "regression": None}
     topic="MLP and back-propagation",
     ranks=(0,),
     defaults=dict(input_shape=(784,), num_outputs=10, widths=(256, 128)),
+    example=dict(input_shape=(12,), num_outputs=3, widths=(8,)),
 )
 def mlp(
     input_shape: Sequence[int | None] | int,

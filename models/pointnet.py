@@ -134,6 +134,7 @@ def _backbone(num_points, num_features, scale, norm, input_transform, feature_tr
     topic=_TOPIC,
     ranks=(1,),
     defaults=dict(num_points=1024, num_classes=40),
+    example=dict(num_points=32, num_classes=3, scale=0.0625),
 )
 def pointnet(
     num_points: int | None = 1024,
@@ -192,6 +193,7 @@ def pointnet(
     topic=_TOPIC,
     ranks=(1,),
     defaults=dict(num_points=2048, num_classes=50),
+    example=dict(num_points=32, num_classes=3, scale=0.0625),
 )
 def pointnet_segmentation(
     num_points: int = 2048,

@@ -31,6 +31,7 @@ _TOPIC = "CNN architectures: ResNet"
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000, blocks=(2, 2, 2, 2)),
+    example=dict(input_shape=(16, 16, 1), num_classes=3, blocks=(1, 1), base_filters=4, stem="small"),
 )
 def resnet(
     input_shape: Sequence[int | None],
@@ -98,7 +99,7 @@ def resnet(
 _PRESET_DEFAULTS = dict(input_shape=(224, 224, 3), num_classes=1000)
 
 
-@register("resnet18", family="ResNet", topic=_TOPIC, ranks=(2, 3), defaults=_PRESET_DEFAULTS)
+@register("resnet18", family="ResNet", topic=_TOPIC, ranks=(2, 3), defaults=_PRESET_DEFAULTS, example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"))
 def resnet18(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """ResNet-18 (He et al. 2016, Table 1): basic blocks ``(2, 2, 2, 2)``, 11.7M parameters.
 
@@ -116,7 +117,7 @@ def resnet18(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> k
     return resnet(input_shape, num_classes, blocks=(2, 2, 2, 2), bottleneck=False, **kwargs)
 
 
-@register("resnet34", family="ResNet", topic=_TOPIC, ranks=(2, 3), defaults=_PRESET_DEFAULTS)
+@register("resnet34", family="ResNet", topic=_TOPIC, ranks=(2, 3), defaults=_PRESET_DEFAULTS, example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"))
 def resnet34(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """ResNet-34 (He et al. 2016, Table 1): basic blocks ``(3, 4, 6, 3)``, 21.8M parameters.
 
@@ -139,6 +140,7 @@ def resnet34(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> k
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(_PRESET_DEFAULTS, use_bias=True),
+    example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"),
 )
 def resnet50(input_shape: Sequence[int | None], num_classes: int, use_bias: bool = True, **kwargs) -> keras.Model:
     """ResNet-50 (He et al. 2016, Table 1): bottleneck blocks ``(3, 4, 6, 3)``.

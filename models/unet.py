@@ -161,6 +161,7 @@ def _center_crop(skip, target, rank, name):
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(128, 128, 1), num_classes=4, depth=4, base_filters=16),
+    example=dict(input_shape=(16, 16, 1), num_classes=3, depth=2, base_filters=4),
 )
 def unet(
     input_shape: Sequence[int | None],
@@ -276,6 +277,7 @@ def unet(
     topic=_TOPIC,
     ranks=(2,),
     defaults=dict(input_shape=(572, 572, 1), num_classes=2),
+    example=dict(input_shape=(188, 188, 1), base_filters=4),
 )
 def unet_2015(
     input_shape: Sequence[int | None] = (572, 572, 1),
@@ -327,6 +329,7 @@ def unet_2015(
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(128, 128, 1), num_classes=4, depth=4, base_filters=16),
+    example=dict(input_shape=(16, 16, 1), num_classes=3, depth=2, base_filters=4),
 )
 def attention_unet(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """Attention U-Net (Oktay et al., MIDL 2018): a U-Net whose skip connections pass attention gates.

@@ -1,0 +1,69 @@
+"""The model registry: registration, lookup, defaults, listing and the summary table."""
+
+import keras
+import pytest
+
+import models
+from models import registry
+
+
+@pytest.fixture
+def private_registry(monkeypatch):
+    """A copy of the registry so test registrations do not leak into other tests."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    return registry
+
+
+def _tiny(input_shape=(4,), units=2, name="tiny"):
+    x = keras.Input(input_shape)
+    return keras.Model(x, keras.layers.Dense(units)(x), name=name)
+
+
+def test_register_get_and_defaults(private_registry):
+    private_registry.register("tiny-test", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3))(_tiny)
+    assert private_registry.get("tiny-test").output_shape == (None, 3)
+    assert private_registry.get("tiny-test", units=5).output_shape == (None, 5)  # kwargs override defaults
+    assert private_registry.list_models(family="Test") == ["tiny-test"]
+
+
+def test_duplicate_names_are_refused(private_registry):
+    private_registry.register("dup-test", family="Test", topic="t")(_tiny)
+    with pytest.raises(ValueError, match="already registered"):
+        private_registry.register("dup-test", family="Test", topic="t")(_tiny)
+
+
+def test_unknown_name_lists_the_registered_ones():
+    with pytest.raises(KeyError, match="unknown model 'resnet-1000'.*resnet50"):
+        models.get("resnet-1000")
+
+
+def test_every_spec_is_complete_and_names_are_lower_case():
+    names = models.list_models()
+    assert names == sorted(names)
+    for name in names:
+        spec = models.get_spec(name)
+        assert name == name.lower() and " " not in name
+        assert spec.family and spec.topic
+        assert set(spec.ranks) <= {0, 1, 2, 3}
+        assert callable(spec.builder)
+
+
+def test_course_families_are_registered():
+    families = {models.get_spec(n).family for n in models.list_models()}
+    assert {"MLP", "LeNet", "AlexNet", "VGG", "Inception", "ResNet", "DenseNet", "U-Net", "PointNet"} <= families
+
+
+def test_example_configurations_are_small_and_merge_over_defaults():
+    spec = models.get_spec("resnet18")
+    kwargs = spec.small_kwargs()
+    assert kwargs["input_shape"] == spec.example["input_shape"] != spec.defaults["input_shape"]
+    assert models.get("resnet18", **kwargs).count_params() < 50_000
+
+
+def test_summary_table_rows(private_registry):
+    private_registry.register("tiny-table", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3))(_tiny)
+    table = private_registry.summary_table(["tiny-table", "lenet5"])
+    lines = table.splitlines()
+    assert lines[0].startswith("| name | family | parameters")
+    assert "| `tiny-table` | Test | 15 | vector | testing |" in lines
+    assert any(line.startswith("| `lenet5` | LeNet | 61,706 | 2D/3D |") for line in lines)
