@@ -51,8 +51,8 @@ class RegistrationTrainer(base.Trainer):
     Args:
         network: ``keras.Model`` taking ``[moving, fixed]`` (two inputs, each ``(B, *spatial, C)``)
             or their channel concatenation (one input), and returning the displacement field
-            ``(B, *spatial, rank)`` in voxels (or a dict with key ``"ddf"``, or a list whose first
-            element is the DDF).
+            ``(B, *spatial, rank)`` in voxels (or a dict with key ``"ddf"`` or ``"displacement"``, as
+            ``models.get("voxelmorph")`` returns, or a list whose first element is the DDF).
         similarity: ``"lncc"`` (local NCC), ``"ssd"`` or ``"gmi"`` (global mutual information), or a
             function ``f(fixed, warped) -> (B,)``.
         regulariser: ``"bending_energy"`` or ``"gradient_norm"``, or a function ``f(ddf) -> (B,)``.
@@ -104,7 +104,14 @@ class RegistrationTrainer(base.Trainer):
         else:
             out = self.network(tf.concat([moving, fixed], axis=-1), training=training)
         if isinstance(out, dict):
-            out = out["ddf"]
+            # "displacement" is what the kit's registration models (models/registration.py) return.
+            key = "ddf" if "ddf" in out else "displacement"
+            if key not in out:
+                raise KeyError(
+                    "RegistrationTrainer: the network returned a dict without 'ddf' or "
+                    f"'displacement'; keys {sorted(out)}"
+                )
+            out = out[key]
         elif isinstance(out, (list, tuple)):
             out = out[0]
         ddf = base.to_float(out)

@@ -84,3 +84,19 @@ def test_registration_learns_to_align_shifted_blobs():
 @pytest.mark.slow
 def test_mirrored_strategy_gives_the_one_device_losses():
     assert_same_as_one_device("registration")
+
+
+def test_the_zoo_voxelmorph_plugs_in():
+    # models.get("voxelmorph") returns {"warped", "displacement"}; the trainer reads the displacement.
+    import models
+
+    net = models.get("voxelmorph", input_shape=(16, 16, 1), encoder_filters=(8, 8), decoder_filters=(8, 8, 8))
+    trainer = RegistrationTrainer(net, similarity="ssd")
+    moving = _blob(7, 7)[None]
+    warped, ddf = trainer((moving, _blob(8, 8)[None]))
+    assert tuple(ddf.shape) == (1, 16, 16, 2)
+    np.testing.assert_allclose(warped, moving, atol=1e-3)  # near-zero initial field: about the identity
+    inp = keras.Input((16, 16, 2))
+    bad = RegistrationTrainer(keras.Model(inp, {"flow": layers.Conv2D(2, 1)(inp)}))
+    with pytest.raises(KeyError, match="'ddf' or 'displacement'"):
+        bad.predict_ddf(moving, moving)
