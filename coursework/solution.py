@@ -114,7 +114,8 @@ def predict_volume(model, image: np.ndarray, cfg: CourseworkConfig, batch_size: 
     else:
         from data_utils.inference import sliding_window_inference
 
-        probs = sliding_window_inference(model, x[None, ..., None], window=tuple(cfg.patch_size), overlap=0.5)[0]
+        probs = sliding_window_inference(x[None, ..., None], model, window_shape=tuple(cfg.patch_size), overlap=0.5,
+                                         batch_size=batch_size)[0]
     return np.argmax(probs, axis=-1).astype(np.int32)
 
 

@@ -146,3 +146,21 @@ def test_quick_model_beats_the_threshold_baseline(quick_run):
     baseline = threshold_baseline(cases("train"), cases("test"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["mean_dice"] > baseline["mean_dice"] + 0.1, (metrics["mean_dice"], baseline["mean_dice"])
+
+
+@pytest.mark.slow
+def test_3d_patch_mode_trains_and_predicts_whole_volumes(tmp_path):
+    """``--mode 3d``: a 3D U-Net on patches, evaluated on whole volumes by sliding windows."""
+    proc = run_module("coursework.train", "--quick", "--mode", "3d", "--patch-size", "16", "32", "32",
+                      "--batch-size", "1", "--epochs", "1", "--steps-per-epoch", "2", "--overlays", "0",
+                      "--results-dir", str(tmp_path / "results"), "--run-name", "unet3d")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "results" / "unet3d"
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    assert len(model.input_shape) == 5  # (B, D, H, W, C)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["num_cases"] >= 1 and np.isfinite(metrics["mean_dice"])
+    split = json.loads((run_dir / "split.json").read_text())
+    for case in split["test"]:
+        pred = nib.load(str(run_dir / "predictions" / f"{case['case_id']}_pred.nii.gz"))
+        assert pred.shape == nib.load(case["image"]).shape
