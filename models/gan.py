@@ -179,7 +179,7 @@ def pix2pix_generator(
         x = _down(x, f, rank, norm=i > 0, name=f"down{i + 1}")
         skips.append(x)
     # Decoder: the innermost feature map is the start, every other encoder output is a skip.
-    for i, (f, skip) in enumerate(zip(reversed(filters[:-1]), reversed(skips[:-1]))):
+    for i, (f, skip) in enumerate(zip(reversed(filters[:-1]), reversed(skips[:-1]), strict=True)):
         x = _up(x, f, rank, dropout=dropout if i < dropout_levels else 0.0, name=f"up{i + 1}")
         x = layers.Concatenate(name=f"up{i + 1}_skip")([x, skip])
     x = blocks.conv_transpose(rank, output_channels, 4, strides=2, kernel_initializer=_init(), name="to_image")(x)

@@ -56,10 +56,10 @@ def patch_embedding(x, patch_size, hidden_dim: int, *, name: str = "patch_embedd
     rank = len(x.shape) - 2
     patch = _patch_tuple(patch_size, rank)
     spatial = tuple(x.shape[1:-1])
-    if any(s is None or s % p for s, p in zip(spatial, patch)):
+    if any(s is None or s % p for s, p in zip(spatial, patch, strict=True)):
         raise ValueError(f"image size {spatial} must be fixed and divisible by the patch size {patch}")
     num_patches = 1
-    for s, p in zip(spatial, patch):
+    for s, p in zip(spatial, patch, strict=True):
         num_patches *= s // p
     x = blocks.conv(rank, hidden_dim, patch, strides=patch, padding="valid", name=f"{name}_projection")(x)
     return layers.Reshape((num_patches, hidden_dim), name=f"{name}_tokens")(x)

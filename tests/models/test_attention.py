@@ -112,7 +112,7 @@ def test_transformer_classifier_round_trip_keeps_attention_maps(assert_round_tri
     model = transformer_classifier((6, 2), 3, hidden_dim=8, depth=2, num_heads=2, mlp_dim=8)
     x = rng.normal(size=(2, 6, 2)).astype("float32")
     loaded = assert_round_trip(model, x)
-    for a, b in zip(attention_scores_model(model)(x), attention_scores_model(loaded)(x)):
+    for a, b in zip(attention_scores_model(model)(x), attention_scores_model(loaded)(x), strict=True):
         np.testing.assert_allclose(_np(a), _np(b), atol=1e-6)
 
 

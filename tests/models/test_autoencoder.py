@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 import models
-from models.autoencoder import KLDivergenceLoss, Sampling, conv_autoencoder, get_decoder, get_encoder, vae
+from models.autoencoder import (
+    KLDivergenceLoss,
+    Sampling,
+    conv_autoencoder,
+    get_decoder,
+    get_encoder,
+    vae,
+)
 
 
 def _np(x):

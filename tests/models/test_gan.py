@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 import models
-from models.gan import dcgan_discriminator, dcgan_generator, patchgan_discriminator, pix2pix_generator
+from models.gan import (
+    dcgan_discriminator,
+    dcgan_generator,
+    patchgan_discriminator,
+    pix2pix_generator,
+)
 
 
 def _np(x):
@@ -146,5 +151,5 @@ def test_dcgan_losses_move_sensibly():
     g_end = g_loss()
     # Measured a fall of about 40% over seeds.
     assert g_end < 0.8 * g_start, f"G loss {g_start:.3f} -> {g_end:.3f}"
-    for before, after in zip(d_weights, disc.get_weights()):
+    for before, after in zip(d_weights, disc.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)  # G's updates left D alone
