@@ -60,8 +60,8 @@ def make_mil_dataset(
         seed: integer seed; the same arguments always give the same bags.
         positive_fraction: fraction of positive bags (rounded; order is random).
         max_witness_fraction: a positive bag has between 1 and ``max(1, round(this * K))`` lesion patches.
-        lesion_contrast: ``(low, high)`` lesion brightness above the tissue, in units of the tissue's
-            texture standard deviation (vessels get the same range).
+        lesion_contrast: ``(low, high)`` range of the lesion's peak brightness above the tissue, in
+            units of 3 texture standard deviations (look-alike vessels get the same range).
 
     Returns:
         dict with ``bags`` float32 ``(N, K, p, p, 1)`` (z-scored per bag), ``bag_labels`` int32

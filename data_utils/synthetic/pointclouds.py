@@ -139,13 +139,13 @@ def _vessel_bifurcation(rng, m):
 def _ventricle(rng, m):
     shell = _Ellipsoid([0, 0, 0], [0.68, 0.68, 1.15] * rng.uniform(0.9, 1.1, 3))
     cut = shell.radii[2] * rng.uniform(0.35, 0.55)  # the valve plane z = cut
-    total = shell.area() * 0.85
-    p_wall = shell.sample(rng, int(m * shell.area() / (total + 1)) + 1)
+    p_wall = shell.sample(rng, m)
     p_wall = p_wall[p_wall[:, 2] < cut]
-    # The base: a flat elliptical disc where the plane cuts the ellipsoid (uniform by area).
+    # The base: a flat elliptical disc where the plane cuts the ellipsoid, uniform by area, with as
+    # many points per unit area as the wall.
     scale = np.sqrt(1 - (cut / shell.radii[2]) ** 2)
     disc_area = np.pi * shell.radii[0] * shell.radii[1] * scale**2
-    n_disc = max(1, int(len(p_wall) * disc_area / (shell.area() * 0.7)))
+    n_disc = max(1, int(m * disc_area / shell.area()))
     radius, theta = np.sqrt(rng.random(n_disc)), rng.uniform(0, 2 * np.pi, n_disc)
     p_base = np.stack([radius * np.cos(theta) * shell.radii[0] * scale,
                        radius * np.sin(theta) * shell.radii[1] * scale, np.full(n_disc, cut)], axis=1)
