@@ -4,7 +4,7 @@
   ``train_images``, ``train_labels``, ``val_images``, ... arrays. Images come back float32
   channels-last (``(N, H, W, C)`` or ``(N, D, H, W, C)``) scaled to ``[0, 1]`` when stored as uint8;
   labels int32, ``(N,)`` for one label per image and ``(N, T)`` for multi-label tasks.
-- **h5 files** (:func:`load_h5_arrays`, :func:`load_h5_frames`): either named arrays, or the layout
+- **h5 files** (:func:`load_h5_arrays`, :func:`load_h5_frames`, :func:`save_h5_frames`): named arrays, or the layout
   of the course's ultrasound data: one dataset per frame, ``frame_<case>_<frame>``, and one per
   label and observer, ``label_<case>_<frame>_<observer>`` (e.g. ``frame_0003_012``,
   ``label_0003_012_01``).
@@ -306,6 +306,54 @@ def load_h5_frames(path, *, scale: bool = True) -> dict[str, np.ndarray]:
                 stack.append(np.stack(maps))
             out["label"] = np.stack(stack).astype(np.int32)
     return out
+
+
+def save_h5_frames(path, image, label=None, case=None, frame=None) -> Path:
+    """Write frames (and per-observer labels) in the course's h5 layout, atomically.
+
+    The inverse of :func:`load_h5_frames`: dataset ``frame_<case>_<frame>`` per frame and
+    ``label_<case>_<frame>_<observer>`` per label map. Handy to export synthetic data (e.g. from
+    :func:`data_utils.synthetic.make_ultrasound_dataset`) in the layout the real data uses.
+
+    Args:
+        path: destination ``.h5`` file.
+        image: ``(N, H, W)`` or ``(N, H, W, 1)``; uint8 is kept, floats in ``[0, 1]`` become uint8.
+        label: optional ``(N, R, H, W)`` (or ``(N, H, W)`` for one observer) integer label maps.
+        case, frame: ``(N,)`` case and frame indices (default: one case, frames ``0..N-1``).
+
+    Returns:
+        The path written.
+    """
+    import h5py
+
+    path = Path(path)
+    image = np.asarray(image)
+    if image.ndim == 4 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim != 3:
+        raise DataError(f"{path}: expected frames (N, H, W[, 1]), got shape {image.shape}.")
+    n = len(image)
+    if image.dtype != np.uint8:
+        image = np.clip(np.rint(image.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    case = np.zeros(n, int) if case is None else np.asarray(case)
+    frame = np.arange(n) if frame is None else np.asarray(frame)
+    if label is not None:
+        label = np.asarray(label)
+        label = label[:, None] if label.ndim == 3 else label
+        if label.shape[0] != n or label.shape[2:] != image.shape[1:]:
+            raise DataError(f"{path}: labels {label.shape} do not match frames {image.shape}; expected (N, R, H, W).")
+    if len(case) != n or len(frame) != n or len(set(zip(case.tolist(), frame.tolist()))) != n:
+        raise DataError(f"{path}: `case` and `frame` need {n} entries each and every (case, frame) pair once.")
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            for i in range(n):
+                f.create_dataset(f"frame_{case[i]:04d}_{frame[i]:03d}", data=image[i])
+                if label is not None:
+                    for observer in range(label.shape[1]):
+                        f.create_dataset(f"label_{case[i]:04d}_{frame[i]:03d}_{observer:02d}", data=label[i, observer].astype(np.uint8))
+
+    return _atomic_write(path, write, ".h5")
 
 
 # --------------------------------------------------------------------------------------------

@@ -257,3 +257,19 @@ def test_dicom_without_pydicom_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pydicom", None)  # as if it were not installed
     with pytest.raises(ImportError, match="pip install pydicom"):
         formats.read_dicom_series(tmp_path)
+
+
+def test_save_h5_frames_round_trip(tmp_path, rng):
+    images = rng.random((4, 8, 6, 1)).astype(np.float32)
+    labels = rng.integers(0, 2, (4, 2, 8, 6))
+    path = formats.save_h5_frames(tmp_path / "out.h5", images, labels, case=[0, 0, 3, 3], frame=[0, 1, 0, 1])
+    assert [p.name for p in tmp_path.iterdir()] == ["out.h5"]
+    data = formats.load_h5_frames(path)
+    np.testing.assert_allclose(data["image"], np.rint(images * 255) / 255, atol=1e-6)
+    np.testing.assert_array_equal(data["label"], labels)
+    np.testing.assert_array_equal(data["case"], [0, 0, 3, 3])
+    with pytest.raises(DataError, match="every \\(case, frame\\) pair once"):
+        formats.save_h5_frames(tmp_path / "dup.h5", images, case=[0, 0, 0, 0], frame=[0, 0, 1, 2])
+    with pytest.raises(DataError, match="do not match frames"):
+        formats.save_h5_frames(tmp_path / "bad.h5", images, labels[:, :, :4])
+    assert not (tmp_path / "dup.h5").exists() and not (tmp_path / "bad.h5").exists()
