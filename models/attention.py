@@ -226,7 +226,8 @@ def spatial_self_attention(x, num_heads: int = 1, *, groups: int = 8, name: str 
 
 
 @register("transformer-classifier", family="Attention", topic="Attention and transformers", ranks=(1,),
-          defaults={"input_shape": (64, 8), "num_classes": 2})
+          defaults={"input_shape": (64, 8), "num_classes": 2},
+          example={"input_shape": (16, 4), "hidden_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 16})
 def transformer_classifier(
     input_shape: Sequence[int] = (64, 8),
     num_classes: int = 2,

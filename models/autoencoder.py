@@ -146,7 +146,7 @@ def _output(x, channels: int, rank: int, activation: str | None):
 
 
 @register("conv-autoencoder", family="Autoencoder", topic="Autoencoders and generative models",
-          defaults={"input_shape": (64, 64, 1)})
+          defaults={"input_shape": (64, 64, 1)}, example={"input_shape": (16, 16, 1), "filters": (4, 8)})
 def conv_autoencoder(
     input_shape: Sequence[int] = (64, 64, 1),
     *,
@@ -184,7 +184,8 @@ def conv_autoencoder(
 
 
 @register("vae", family="Autoencoder", topic="Autoencoders and generative models",
-          defaults={"input_shape": (32, 32, 1), "latent_dim": 16})
+          defaults={"input_shape": (32, 32, 1), "latent_dim": 16},
+          example={"input_shape": (16, 16, 1), "latent_dim": 2, "filters": (4, 8), "dense_units": 16})
 def vae(
     input_shape: Sequence[int] = (32, 32, 1),
     latent_dim: int = 16,

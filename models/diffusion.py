@@ -329,7 +329,8 @@ def time_residual_block(x, time_embedding, filters: int, *, groups: int = 8, dro
 
 
 @register("diffusion-unet", family="Diffusion", topic="Diffusion models",
-          defaults={"input_shape": (32, 32, 1)})
+          defaults={"input_shape": (32, 32, 1)},
+          example={"input_shape": (16, 16, 1), "base_filters": 8, "channel_mults": (1, 2)})
 def diffusion_unet(
     input_shape: Sequence[int] = (32, 32, 1),
     *,

@@ -45,7 +45,8 @@ def _check_divisible(shape: Sequence[int], levels: int, who: str) -> int:
 
 
 @register("dcgan-generator", family="GAN", topic="Generative adversarial networks",
-          defaults={"latent_dim": 100, "output_shape": (64, 64, 3)})
+          defaults={"latent_dim": 100, "output_shape": (64, 64, 3)},
+          example={"latent_dim": 8, "output_shape": (16, 16, 1), "filters": (16, 8)})
 def dcgan_generator(
     latent_dim: int = 100,
     output_shape: Sequence[int] = (64, 64, 3),
@@ -88,7 +89,7 @@ def dcgan_generator(
 
 
 @register("dcgan-discriminator", family="GAN", topic="Generative adversarial networks",
-          defaults={"input_shape": (64, 64, 3)})
+          defaults={"input_shape": (64, 64, 3)}, example={"input_shape": (16, 16, 1), "filters": (8, 16)})
 def dcgan_discriminator(
     input_shape: Sequence[int] = (64, 64, 3),
     *,
@@ -143,7 +144,8 @@ def _up(x, filters: int, rank: int, *, dropout: float, name: str):
 
 
 @register("pix2pix-generator", family="GAN", topic="Generative adversarial networks",
-          defaults={"input_shape": (256, 256, 3), "output_channels": 3})
+          defaults={"input_shape": (256, 256, 3), "output_channels": 3},
+          example={"input_shape": (32, 32, 1), "output_channels": 1, "filters": (8, 16, 32)})
 def pix2pix_generator(
     input_shape: Sequence[int] = (256, 256, 3),
     output_channels: int = 3,
@@ -188,7 +190,8 @@ def pix2pix_generator(
 
 
 @register("patchgan-discriminator", family="GAN", topic="Generative adversarial networks",
-          defaults={"input_shape": (256, 256, 3), "target_channels": 3})
+          defaults={"input_shape": (256, 256, 3), "target_channels": 3},
+          example={"input_shape": (32, 32, 1), "target_channels": 1, "filters": (8, 16, 32)})
 def patchgan_discriminator(
     input_shape: Sequence[int] = (256, 256, 3),
     target_channels: int | None = None,

@@ -221,7 +221,8 @@ def _outputs(moving, displacement, **extra):
 
 
 @register("voxelmorph", family="Registration", topic="Image registration",
-          defaults={"input_shape": (64, 64, 64, 1)})
+          defaults={"input_shape": (64, 64, 64, 1)},
+          example={"input_shape": (16, 16, 16, 1), "encoder_filters": (4, 8), "decoder_filters": (8, 8, 4)})
 def voxelmorph(
     input_shape: Sequence[int] = (64, 64, 64, 1),
     *,
@@ -276,7 +277,7 @@ def voxelmorph(
 
 
 @register("affine-registration", family="Registration", topic="Image registration",
-          defaults={"input_shape": (64, 64, 64, 1)})
+          defaults={"input_shape": (64, 64, 64, 1)}, example={"input_shape": (16, 16, 16, 1), "filters": (4, 8)})
 def affine_registration(
     input_shape: Sequence[int] = (64, 64, 64, 1),
     *,
