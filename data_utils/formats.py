@@ -342,7 +342,7 @@ def save_h5_frames(path, image, label=None, case=None, frame=None) -> Path:
         label = label[:, None] if label.ndim == 3 else label
         if label.shape[0] != n or label.shape[2:] != image.shape[1:]:
             raise DataError(f"{path}: labels {label.shape} do not match frames {image.shape}; expected (N, R, H, W).")
-    if len(case) != n or len(frame) != n or len(set(zip(case.tolist(), frame.tolist()))) != n:
+    if len(case) != n or len(frame) != n or len(set(zip(case.tolist(), frame.tolist(), strict=True))) != n:
         raise DataError(f"{path}: `case` and `frame` need {n} entries each and every (case, frame) pair once.")
 
     def write(tmp):

@@ -361,7 +361,7 @@ def csv_classification_cases(
         index = {name: i for i, name in enumerate(class_names)}
         index.update({str(i): i for i in range(len(class_names))})
     cases = []
-    for line, (row, value) in enumerate(zip(rows, values), start=2):
+    for line, (row, value) in enumerate(zip(rows, values, strict=True), start=2):
         if value not in index:
             raise DataError(f"{csv_path}, line {line}: class {value!r} is not one of {list(class_names)}.")
         image = _row_path(csv_path, root, row[image_column], line, image_column, check_files)
@@ -396,7 +396,7 @@ def load_classification_cases(cases: Sequence[ClassificationCase]) -> dict[str, 
     images = [_read_any_image(Path(c.image_path)) for c in cases]
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
-        first = {im.shape: c.image_path for im, c in zip(images, cases)}
+        first = {im.shape: c.image_path for im, c in zip(images, cases, strict=True)}
         raise DataError(f"images differ in shape: {[(str(p), s) for s, p in list(first.items())[:3]]}; resize them to one shape first.")
     return {
         "image": np.stack(images).astype(np.float32),

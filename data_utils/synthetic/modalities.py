@@ -99,7 +99,7 @@ _PAINT_ORDER = (1, 2, 3, 4, 5, 3, 6)
 def _render(memberships, texture, values, texture_scale) -> np.ndarray:
     """Paint tissues in order; each tissue is its mean value plus a shared texture, scaled per contrast."""
     image = np.full(texture.shape, values[0], np.float32)
-    for membership, tissue in zip(memberships, _PAINT_ORDER):
+    for membership, tissue in zip(memberships, _PAINT_ORDER, strict=True):
         phantom.paint(image, membership, values[tissue] + texture_scale[tissue] * texture)
     return image
 
@@ -144,7 +144,7 @@ def make_modality_pairs(
         memberships = _memberships(rng, size, lesion_probability)
         texture = phantom.texture((size, size), rng, sigma_vox=1.0)
         label = np.zeros((size, size), np.int32)
-        for membership, tissue in zip(memberships, _PAINT_ORDER):
+        for membership, tissue in zip(memberships, _PAINT_ORDER, strict=True):
             label[membership > 0.5] = tissue
         labels[i] = label
         for c in contrasts:

@@ -35,7 +35,7 @@ def test_shapes_dtypes_and_ranges(clouds):
 
 def test_part_labels_belong_to_the_class(clouds):
     _, labels, point_labels = clouds
-    for label, parts in zip(labels, point_labels):
+    for label, parts in zip(labels, point_labels, strict=True):
         allowed = pointclouds.CLASS_PARTS[int(label)]
         assert set(np.unique(parts)) == set(allowed)  # every part present, no foreign part
     assert sorted(p for parts in pointclouds.CLASS_PARTS.values() for p in parts) == list(range(len(pointclouds.PART_NAMES)))
@@ -44,12 +44,12 @@ def test_part_labels_belong_to_the_class(clouds):
 def test_points_lie_on_the_surface():
     points, labels, parts = make_pointcloud_dataset(8, num_points=256, seed=1, rotate=False, noise=0.0)
     # Bladder dome points: on an ellipsoid, so no point is near the cloud's centre (a surface, not a volume).
-    for cloud, label in zip(points, labels):
+    for cloud, label in zip(points, labels, strict=True):
         radius = np.linalg.norm(cloud - cloud.mean(axis=0), axis=1)
         if label == 1:
             assert radius.min() > 0.25
     # The ventricle's base part is one flat disc: all its points share the same z (no rotation).
-    for cloud, label, part in zip(points, labels, parts):
+    for cloud, label, part in zip(points, labels, parts, strict=True):
         if label == 3:
             assert np.ptp(cloud[part == 8, 2]) < 1e-5
             assert np.all(cloud[part == 7, 2] < cloud[part == 8, 2].max() + 1e-5)
@@ -69,7 +69,7 @@ def test_same_seed_same_clouds_different_seed_differs():
     a = make_pointcloud_dataset(4, num_points=64, seed=3)
     b = make_pointcloud_dataset(4, num_points=64, seed=3)
     c = make_pointcloud_dataset(4, num_points=64, seed=4)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.allclose(a[0], c[0])
 
