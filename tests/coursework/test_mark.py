@@ -249,11 +249,16 @@ def test_hanging_training_is_stopped_and_marks_are_still_written(tmp_path):
     fork = make_fork(tmp_path)
     pid_file = tmp_path / "hung.pid"
     solution = fork / "coursework/solution.py"
-    solution.write_text(solution.read_text().replace(
+    text = solution.read_text()
+    # The training process records its pid as soon as it imports the solution, then hangs in build_model.
+    text = text.replace(
+        "from __future__ import annotations\n",
+        f"from __future__ import annotations\nimport os as _os\nopen({str(pid_file)!r}, 'w').write(str(_os.getpid()))\n", 1)
+    text = text.replace(
         'def build_model(cfg: CourseworkConfig, input_shape: tuple[int, ...], num_classes: int = NUM_CLASSES):\n',
         'def build_model(cfg: CourseworkConfig, input_shape: tuple[int, ...], num_classes: int = NUM_CLASSES):\n'
-        f'    import os, time; open({str(pid_file)!r}, "w").write(str(os.getpid())); time.sleep(3600)\n',
-    ))
+        '    import time; time.sleep(3600)\n', 1)
+    solution.write_text(text)
     # The lecturer shortens the training limit for this test and re-records the checksums.
     scheme = fork / "coursework/marking/scheme.yaml"
     text = scheme.read_text()
