@@ -209,9 +209,10 @@ class TaskConditionedTrainer(base.Trainer):
         images, labels = tf.convert_to_tensor(batch["image"]), batch["label"]
         one_hot = self.one_hot(batch["task"])
         global_batch = base.global_batch_size(images)
-        per_sample = tf.reshape(tf.cast(self.task_loss(labels, self.network([images, one_hot], training=training)), tf.float32),
-                                [tf.shape(one_hot)[0], -1])
-        per_sample = tf.reduce_mean(per_sample, axis=1)
+        predictions = self.network([images, one_hot], training=training)
+        per_sample = base.to_float(self.task_loss(labels, predictions))
+        # Losses may keep spatial axes (B, ...); one value per sample is needed for the task masks.
+        per_sample = tf.reduce_mean(tf.reshape(per_sample, [tf.shape(one_hot)[0], -1]), axis=1)
         weights = tf.linalg.matvec(one_hot, tf.constant(self.task_weights, tf.float32))
         total = base.global_mean_share(weights * per_sample, global_batch)
         # Per task: global sum of its samples' losses over the global count of its samples.
