@@ -81,6 +81,20 @@ def test_other_gan_losses_update_both_networks(gan_loss, rng):
     assert gan.discriminator_optimizer.iterations.numpy() == 2
 
 
+def test_mixed_float16_wraps_both_optimisers_in_loss_scaling(rng):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        g, d = _gan_nets()
+        gan = GANTrainer(g, d, latent_dim=4)
+        gan.compile("adam", "adam")
+        logs = gan.train_step(rng.normal(size=(4, 4, 4, 1)).astype("float32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(gan.generator_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(gan.discriminator_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert all(np.isfinite(float(v)) for v in logs.values())
+
+
 def test_generate_is_reproducible():
     g, d = _gan_nets()
     gan = GANTrainer(g, d, latent_dim=4)
