@@ -51,6 +51,10 @@ class CourseworkConfig:
     norm: str = field("instance", "normalisation layer (instance: no running statistics, so short runs evaluate well)", choices=("batch", "instance", "group", "layer", "none"))
     mode: str = field("2d", "train on 2D axial slices or on 3D patches", choices=MODES)
     patch_size: tuple[int, ...] = field((16, 64, 64), "3D patch (D, H, W) in voxels (mode 3d)")
+    slice_shape: tuple[int, ...] = field(
+        (), "(H, W) to centre-pad/crop training slices to, for data whose volumes differ in size "
+        "(mode 2d; empty = all volumes share one plane size)"
+    )
     # --- the training
     loss: str = field("dice_ce", "loss name from training.losses", choices=LOSSES)
     augment: list[str] = field(["flip", "affine"], "augmentation chain, applied in order", choices=AUGMENTATIONS)
@@ -74,6 +78,8 @@ class CourseworkConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ValueError("val_fraction and test_fraction must be in (0, 1) and leave cases for training")
+        if self.slice_shape and len(self.slice_shape) != 2:
+            raise ValueError(f"slice_shape must have 2 values (H, W), got {list(self.slice_shape)}")
         if self.mode == "3d" and len(self.patch_size) != 3:
             raise ValueError(f"patch_size must have 3 values (D, H, W) in 3d mode, got {list(self.patch_size)}")
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):

@@ -137,8 +137,8 @@ def save_overlay(image, truth, pred, path: Path, scores: dict | None = None) -> 
     slices = sorted({int(occupied[int(q * (occupied.size - 1))]) for q in (0.25, 0.5, 0.75)})
     colours = ListedColormap([(0, 0, 0, 0), (1.0, 0.85, 0.1, 0.55), (0.1, 0.8, 0.3, 0.55), (0.9, 0.2, 0.9, 0.55)])
     fig, axes = plt.subplots(len(slices), 3, figsize=(9, 3 * len(slices)), squeeze=False)
-    for row, d in zip(axes, slices):
-        for ax, overlay, title in zip(row, (None, gt, pr), ("image", "ground truth", "prediction")):
+    for row, d in zip(axes, slices, strict=True):
+        for ax, overlay, title in zip(row, (None, gt, pr), ("image", "ground truth", "prediction"), strict=True):
             ax.imshow(img[d], cmap="gray", origin="lower")
             if overlay is not None:
                 ax.imshow(overlay[d], cmap=colours, vmin=0, vmax=3, interpolation="nearest", origin="lower")

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from coursework._cli import UserError, run_cli
-from coursework.config import NUM_CLASSES, QUICK, STRUCTURES, CourseworkConfig, parse
+from coursework.config import NUM_CLASSES, QUICK, CourseworkConfig, parse
 
 SYNTHETIC_DIRS = {CourseworkConfig().data_dir, QUICK["data_dir"]}
 
@@ -103,8 +103,10 @@ def make_datasets(cfg: CourseworkConfig, train, val):
     augment = solution.augmentation(cfg)
     repeat = bool(cfg.steps_per_epoch)
     if cfg.mode == "2d":
-        train_ds = datasets.slice_dataset(train, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment, repeat=repeat)
-        val_ds = datasets.slice_dataset(val, cfg.batch_size, shuffle=False)
+        shape = tuple(cfg.slice_shape) or None
+        train_ds = datasets.slice_dataset(train, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment,
+                                          repeat=repeat, slice_shape=shape)
+        val_ds = datasets.slice_dataset(val, cfg.batch_size, shuffle=False, slice_shape=shape)
         samples = sum(v["image"].shape[0] for v in train)
     else:
         patches = 8
@@ -174,7 +176,8 @@ def train_run(cfg: CourseworkConfig, run_tmp: Path) -> dict:
     try:
         train_ds, val_ds, steps = make_datasets(cfg, train_volumes, val_volumes)
     except ValueError as err:  # e.g. volumes of different sizes: a data problem the user must fix
-        raise UserError(f"{data_dir}: {err}") from None
+        hint = " (set --slice-shape H W)" if "slice_shape" in str(err) else ""
+        raise UserError(f"{data_dir}: {err}{hint}") from None
     model = build_and_compile(cfg, 2 if cfg.mode == "2d" else 3, steps)
     best = run_tmp / "best.weights.h5"
     callbacks = [

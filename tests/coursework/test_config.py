@@ -46,6 +46,7 @@ def test_saved_config_reproduces_the_run_settings(tmp_path):
         (["--val-fraction", "0.6", "--test-fraction", "0.5"], "leave cases for training"),
         (["--run-name", "../x"], "run_name"),
         (["--mode", "3d", "--patch-size", "8", "8"], "patch_size"),
+        (["--slice-shape", "96"], "slice_shape"),
     ],
 )
 def test_bad_settings_exit_with_status_2(argv, message, capsys):
@@ -71,3 +72,8 @@ def test_choices_match_the_libraries():
     for name in fields["optimizer"].metadata["choices"]:
         assert name in optim.OPTIMIZERS
     assert CourseworkConfig().model in models.list_models()
+
+
+def test_slice_shape_for_volumes_of_different_sizes():
+    assert parse(["--slice-shape", "96", "96"]).slice_shape == (96, 96)
+    assert parse([]).slice_shape == ()
