@@ -176,3 +176,20 @@ def test_runs_on_the_jax_backend():
                             cwd=os.getcwd(), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("jax")
+
+
+def test_warp_is_differentiable_in_the_displacement(rng):
+    tf = pytest.importorskip("tensorflow")
+    yy, xx = np.meshgrid(np.arange(12), np.arange(12), indexing="ij")
+    x = np.sin(yy / 3.0 + xx / 4.0)[None, ..., None].astype("float32")
+    u = tf.Variable(np.full((1, 12, 12, 2), 0.3, "float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(spatial.warp(x, u, padding="border") ** 2)
+    grad = tape.gradient(loss, u).numpy()
+    assert np.abs(grad).max() > 1e-3
+    # Matches a finite difference of the loss along one displacement entry (interior voxel).
+    eps = 1e-2
+    bumped = u.numpy().copy()
+    bumped[0, 5, 6, 1] += eps
+    numeric = (float(tf.reduce_sum(spatial.warp(x, bumped, padding="border") ** 2)) - float(loss)) / eps
+    assert numeric == pytest.approx(grad[0, 5, 6, 1], rel=0.1, abs=1e-3)
