@@ -122,3 +122,17 @@ def test_mean_teacher_learns_from_eight_labels():
 @pytest.mark.slow
 def test_mirrored_strategy_gives_the_one_device_losses():
     assert_same_as_one_device("mean_teacher")
+
+
+def test_weights_checkpoint_restores_teacher_and_step(tmp_path, rng):
+    trainer = MeanTeacher(_classifier())
+    trainer.compile("adam")
+    x, y = _blobs(4, rng)
+    trainer.train_step({"image": x, "label": y, "unlabelled": x})
+    trainer.save_weights(tmp_path / "mean_teacher.weights.h5")
+    restored = MeanTeacher(_classifier())
+    restored.compile("adam")
+    restored.load_weights(tmp_path / "mean_teacher.weights.h5")
+    assert int(restored.step) == 1  # the ramp-up continues where it stopped
+    for a, b in zip(trainer.teacher.get_weights(), restored.teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
