@@ -27,7 +27,7 @@ def _sections(text: str, latex: bool) -> dict[str, str]:
         text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
         pattern = re.compile(r"^#{1,3}\s+(.+?)\s*$", re.M)
     parts = pattern.split(text)
-    return {title.strip().lower(): body for title, body in zip(parts[1::2], parts[2::2])}
+    return {title.strip().lower(): body for title, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def _words(text: str) -> int:
