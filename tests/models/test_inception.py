@@ -42,7 +42,14 @@ def test_3d_googlenet_output(rng):
     assert model(rng.normal(size=(1, 8, 8, 8, 1)).astype("float32")).shape == (1, 2)
 
 
-def test_save_load_round_trip(assert_round_trip, rng):
+def test_inception_block_save_load_round_trip(assert_round_trip, rng):
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, classifier_head(inception_block(inputs, (2, 2, 3, 1, 2, 2), norm="batch"), 3))
+    assert_round_trip(model, rng.normal(size=(2, 8, 8, 3)).astype("float32"))
+
+
+@pytest.mark.slow
+def test_googlenet_save_load_round_trip(assert_round_trip, rng):
     model = googlenet((16, 16, 1), 3, norm="batch", **SMALL)
     assert_round_trip(model, rng.normal(size=(2, 16, 16, 1)).astype("float32"))
 

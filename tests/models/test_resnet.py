@@ -27,13 +27,17 @@ def test_stages_halve_resolution_and_double_width():
     assert stem.get_layer("stem_pool").output.shape == (None, 16, 16, 4)
 
 
-def test_resnet18_and_34_match_torchvision_counts(trainable_params):
-    # torchvision.models.resnet18/34 (no conv biases); Keras additionally counts BN moving statistics.
+def test_resnet18_matches_torchvision_count(trainable_params):
+    # torchvision.models.resnet18 (no conv biases); Keras additionally counts BN moving statistics.
     assert trainable_params(resnet18((224, 224, 3), 1000)) == 11_689_512
-    keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_resnet34_matches_torchvision_count(trainable_params):
     assert trainable_params(resnet34((224, 224, 3), 1000)) == 21_797_672
 
 
+@pytest.mark.slow
 def test_resnet50_equals_keras_applications(trainable_params):
     ours = models.get("resnet50").count_params()
     keras.backend.clear_session()
