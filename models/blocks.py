@@ -324,7 +324,7 @@ def attention_gate(
     rank = len(x.shape) - 2
     if len(gating.shape) != len(x.shape):
         raise ValueError(f"attention_gate: x {tuple(x.shape)} and gating {tuple(gating.shape)} must have the same rank")
-    for sx, sg in zip(x.shape[1:-1], gating.shape[1:-1]):
+    for sx, sg in zip(x.shape[1:-1], gating.shape[1:-1], strict=True):
         if sx is not None and sg is not None and sx != 2 * sg:
             raise ValueError(
                 f"attention_gate: x spatial shape {tuple(x.shape[1:-1])} must be twice the gating shape "

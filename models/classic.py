@@ -22,7 +22,15 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from models.blocks import avg_pool, classifier_head, conv, conv_norm_act, max_pool, spatial_rank, zero_pad
+from models.blocks import (
+    avg_pool,
+    classifier_head,
+    conv,
+    conv_norm_act,
+    max_pool,
+    spatial_rank,
+    zero_pad,
+)
 from models.registry import register
 
 _TOPIC = "CNNs: classic architectures"
@@ -53,7 +61,14 @@ def vgg_block(
     """
     rank = len(x.shape) - 2
     for i in range(convs):
-        x = conv_norm_act(x, filters, 3, norm=norm, activation=activation, name=f"{name}_conv{i + 1}" if name else None)
+        x = conv_norm_act(
+            x,
+            filters,
+            3,
+            norm=norm,
+            activation=activation,
+            name=f"{name}_conv{i + 1}" if name else None,
+        )
     return max_pool(rank, 2, strides=2, name=f"{name}_pool" if name else None)(x)
 
 
@@ -73,7 +88,13 @@ def _dense_head(x, fc_units, num_classes, dropout, final_activation, activation=
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
-    example=dict(input_shape=(16, 16, 1), num_classes=3, convs_per_stage=(1, 1), filters=(4, 8), fc_units=(16,)),
+    example=dict(
+        input_shape=(16, 16, 1),
+        num_classes=3,
+        convs_per_stage=(1, 1),
+        filters=(4, 8),
+        fc_units=(16,),
+    ),
 )
 def vgg(
     input_shape: Sequence[int | None],
@@ -118,7 +139,7 @@ def vgg(
     _check_divisible("vgg", input_shape, 2 ** len(filters), head == "flatten")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
-    for i, (n, f) in enumerate(zip(convs_per_stage, filters)):
+    for i, (n, f) in enumerate(zip(convs_per_stage, filters, strict=True)):
         x = vgg_block(x, int(f), int(n), norm=norm, name=f"block{i + 1}")
     if head == "flatten":
         outputs = _dense_head(x, fc_units, num_classes, dropout, final_activation)
@@ -130,12 +151,23 @@ def vgg(
 def _check_divisible(who, input_shape, factor, need_known):
     spatial = tuple(input_shape[:-1])
     if need_known and any(s is None for s in spatial):
-        raise ValueError(f"{who}: a flatten head needs known spatial sizes; got {spatial} (use head='gap')")
+        raise ValueError(
+            f"{who}: a flatten head needs known spatial sizes; got {spatial} (use head='gap')"
+        )
     if any(s is not None and s < factor for s in spatial):
         raise ValueError(f"{who}: every spatial size must be at least {factor}; got {spatial}")
 
 
-@register("vgg11", family="VGG", topic=_TOPIC, ranks=(2, 3), defaults=dict(input_shape=(224, 224, 3), num_classes=1000), example=dict(input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)))
+@register(
+    "vgg11",
+    family="VGG",
+    topic=_TOPIC,
+    ranks=(2, 3),
+    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
+    example=dict(
+        input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)
+    ),
+)
 def vgg11(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """VGG-11 (Simonyan and Zisserman 2015, configuration A): 132,863,336 parameters on ImageNet.
 
@@ -149,7 +181,16 @@ def vgg11(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> kera
     return vgg(input_shape, num_classes, convs_per_stage=(1, 1, 2, 2, 2), **kwargs)
 
 
-@register("vgg16", family="VGG", topic=_TOPIC, ranks=(2, 3), defaults=dict(input_shape=(224, 224, 3), num_classes=1000), example=dict(input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)))
+@register(
+    "vgg16",
+    family="VGG",
+    topic=_TOPIC,
+    ranks=(2, 3),
+    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
+    example=dict(
+        input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)
+    ),
+)
 def vgg16(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """VGG-16 (Simonyan and Zisserman 2015, configuration D): 138,357,544 parameters on ImageNet.
 
@@ -166,7 +207,14 @@ def vgg16(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> kera
     return vgg(input_shape, num_classes, convs_per_stage=(2, 2, 3, 3, 3), **kwargs)
 
 
-@register("lenet5", family="LeNet", topic=_TOPIC, ranks=(2, 3), defaults=dict(input_shape=(32, 32, 1), num_classes=10), example=dict(input_shape=(16, 16, 1), num_classes=3))
+@register(
+    "lenet5",
+    family="LeNet",
+    topic=_TOPIC,
+    ranks=(2, 3),
+    defaults=dict(input_shape=(32, 32, 1), num_classes=10),
+    example=dict(input_shape=(16, 16, 1), num_classes=3),
+)
 def lenet5(
     input_shape: Sequence[int | None] = (32, 32, 1),
     num_classes: int = 10,
@@ -204,7 +252,16 @@ def lenet5(
     return keras.Model(inputs, outputs, name=name)
 
 
-@register("alexnet", family="AlexNet", topic=_TOPIC, ranks=(2,), defaults=dict(input_shape=(224, 224, 3), num_classes=1000), example=dict(input_shape=(64, 64, 1), num_classes=3, filters=(4, 8, 8, 8, 8), fc_units=(16, 16)))
+@register(
+    "alexnet",
+    family="AlexNet",
+    topic=_TOPIC,
+    ranks=(2,),
+    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
+    example=dict(
+        input_shape=(64, 64, 1), num_classes=3, filters=(4, 8, 8, 8, 8), fc_units=(16, 16)
+    ),
+)
 def alexnet(
     input_shape: Sequence[int | None] = (224, 224, 3),
     num_classes: int = 1000,

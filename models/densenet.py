@@ -37,7 +37,14 @@ _TOPIC = "CNN architectures: DenseNet"
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
-    example=dict(input_shape=(16, 16, 1), num_classes=3, blocks=(2, 2), growth_rate=4, init_filters=8, stem="small"),
+    example=dict(
+        input_shape=(16, 16, 1),
+        num_classes=3,
+        blocks=(2, 2),
+        growth_rate=4,
+        init_filters=8,
+        stem="small",
+    ),
 )
 def densenet(
     input_shape: Sequence[int | None],
@@ -82,7 +89,9 @@ def densenet(
     if stem not in ("imagenet", "small"):
         raise ValueError(f"densenet: stem must be 'imagenet' or 'small'; got {stem!r}")
     if not blocks or any(int(b) < 1 for b in blocks):
-        raise ValueError(f"densenet: blocks must be a non-empty list of positive integers; got {blocks!r}")
+        raise ValueError(
+            f"densenet: blocks must be a non-empty list of positive integers; got {blocks!r}"
+        )
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     if stem == "imagenet":
         x = conv_norm_act(inputs, init_filters, 7, strides=2, norm=norm, name="stem")

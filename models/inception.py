@@ -58,7 +58,9 @@ def inception_block(
         ``(B, *spatial, n1x1 + n3x3 + n5x5 + pool_proj)`` tensor.
     """
     if len(filters) != 6:
-        raise ValueError(f"inception_block: filters must have 6 entries (Table 1 columns); got {tuple(filters)}")
+        raise ValueError(
+            f"inception_block: filters must have 6 entries (Table 1 columns); got {tuple(filters)}"
+        )
     n1, r3, n3, r5, n5, pp = (max(1, int(f)) for f in filters)
     rank = len(x.shape) - 2
     p = (lambda s: f"{name}_{s}") if name else (lambda s: None)
@@ -155,6 +157,8 @@ def googlenet(
         x = inception_block(x, [w(f) for f in filters], norm=norm, name=f"inception{block}")
         if aux_heads and block in ("4a", "4d"):
             aux_name = f"aux{len(aux_outputs) + 1}"
-            aux_outputs.append(_aux_head(x, num_classes, rank, norm, final_activation, aux_name, w(128), w(1024)))
+            aux_outputs.append(
+                _aux_head(x, num_classes, rank, norm, final_activation, aux_name, w(128), w(1024))
+            )
     outputs = classifier_head(x, num_classes, activation=final_activation, dropout=dropout)
     return keras.Model(inputs, [outputs, *aux_outputs] if aux_heads else outputs, name=name)

@@ -85,6 +85,7 @@ def transform_net(
     Returns:
         ``(B, N, k)`` transformed points.
     """
+
     def s(n):
         return max(1, int(n * scale))
 
@@ -106,7 +107,9 @@ def transform_net(
     return layers.Dot(axes=(2, 1), name=f"{name}_apply")([x, matrix])
 
 
-def _backbone(num_points, num_features, scale, norm, input_transform, feature_transform, reg_weight):
+def _backbone(
+    num_points, num_features, scale, norm, input_transform, feature_transform, reg_weight
+):
     """Input -> [T-Net 3] -> MLP(64, 64) -> [T-Net 64] -> MLP(64, 128, 1024) -> (local, global)."""
     if num_points is not None and num_points < 1:
         raise ValueError(f"pointnet: num_points must be >= 1 or None; got {num_points}")
@@ -122,7 +125,9 @@ def _backbone(num_points, num_features, scale, norm, input_transform, feature_tr
         x = transform_net(x, num_features, scale=scale, norm=norm, name="input_tnet")
     x = _shared_mlp(x, (s(64), s(64)), norm, "mlp1")
     if feature_transform:
-        x = transform_net(x, s(64), scale=scale, norm=norm, reg_weight=reg_weight, name="feature_tnet")
+        x = transform_net(
+            x, s(64), scale=scale, norm=norm, reg_weight=reg_weight, name="feature_tnet"
+        )
     local = x
     x = _shared_mlp(x, (s(64), s(128), s(1024)), norm, "mlp2")
     return inputs, local, global_max_pool(1, name="global_pool")(x)
@@ -174,7 +179,9 @@ def pointnet(
     Returns:
         ``keras.Model`` mapping ``(B, N, num_features)`` to ``(B, num_classes)`` float32.
     """
-    inputs, _, x = _backbone(num_points, num_features, scale, norm, input_transform, feature_transform, reg_weight)
+    inputs, _, x = _backbone(
+        num_points, num_features, scale, norm, input_transform, feature_transform, reg_weight
+    )
     for i, w in enumerate((512, 256)):
         x = layers.Dense(max(1, int(w * scale)), use_bias=norm == "none", name=f"fc{i + 1}")(x)
         if norm != "none":
@@ -183,7 +190,9 @@ def pointnet(
         if dropout:
             x = layers.Dropout(dropout, name=f"fc{i + 1}_dropout")(x)
     x = layers.Dense(num_classes, name="head_dense")(x)
-    outputs = layers.Activation(final_activation or "linear", dtype="float32", name="head_output")(x)
+    outputs = layers.Activation(final_activation or "linear", dtype="float32", name="head_output")(
+        x
+    )
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -224,7 +233,9 @@ def pointnet_segmentation(
         ``keras.Model`` mapping ``(B, N, num_features)`` to ``(B, N, num_classes)`` float32.
     """
     if num_points is None:
-        raise ValueError("pointnet_segmentation: num_points must be a number (the global feature is tiled N times)")
+        raise ValueError(
+            "pointnet_segmentation: num_points must be a number (the global feature is tiled N times)"
+        )
     inputs, local, global_feature = _backbone(
         num_points, num_features, scale, norm, input_transform, feature_transform, reg_weight
     )
@@ -232,5 +243,7 @@ def pointnet_segmentation(
     x = layers.Concatenate(name="point_features")([local, tiled])
     x = _shared_mlp(x, [max(1, int(w * scale)) for w in (512, 256, 128)], norm, "seg_mlp")
     x = layers.Conv1D(num_classes, 1, name="head_conv")(x)
-    outputs = layers.Activation(final_activation or "linear", dtype="float32", name="head_output")(x)
+    outputs = layers.Activation(final_activation or "linear", dtype="float32", name="head_output")(
+        x
+    )
     return keras.Model(inputs, outputs, name=name)

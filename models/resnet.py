@@ -31,7 +31,9 @@ _TOPIC = "CNN architectures: ResNet"
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000, blocks=(2, 2, 2, 2)),
-    example=dict(input_shape=(16, 16, 1), num_classes=3, blocks=(1, 1), base_filters=4, stem="small"),
+    example=dict(
+        input_shape=(16, 16, 1), num_classes=3, blocks=(1, 1), base_filters=4, stem="small"
+    ),
 )
 def resnet(
     input_shape: Sequence[int | None],
@@ -74,10 +76,14 @@ def resnet(
     if stem not in STEMS:
         raise ValueError(f"resnet: stem must be one of {STEMS}; got {stem!r}")
     if not blocks or any(int(b) < 1 for b in blocks):
-        raise ValueError(f"resnet: blocks must be a non-empty list of positive integers; got {blocks!r}")
+        raise ValueError(
+            f"resnet: blocks must be a non-empty list of positive integers; got {blocks!r}"
+        )
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     if stem == "imagenet":
-        x = conv_norm_act(inputs, base_filters, 7, strides=2, norm=norm, use_bias=use_bias, name="stem")
+        x = conv_norm_act(
+            inputs, base_filters, 7, strides=2, norm=norm, use_bias=use_bias, name="stem"
+        )
         x = max_pool(rank, 3, strides=2, padding="same", name="stem_pool")(x)
     else:
         x = conv_norm_act(inputs, base_filters, 3, norm=norm, use_bias=use_bias, name="stem")
@@ -99,7 +105,14 @@ def resnet(
 _PRESET_DEFAULTS = dict(input_shape=(224, 224, 3), num_classes=1000)
 
 
-@register("resnet18", family="ResNet", topic=_TOPIC, ranks=(2, 3), defaults=_PRESET_DEFAULTS, example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"))
+@register(
+    "resnet18",
+    family="ResNet",
+    topic=_TOPIC,
+    ranks=(2, 3),
+    defaults=_PRESET_DEFAULTS,
+    example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"),
+)
 def resnet18(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """ResNet-18 (He et al. 2016, Table 1): basic blocks ``(2, 2, 2, 2)``, 11.7M parameters.
 
@@ -117,7 +130,14 @@ def resnet18(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> k
     return resnet(input_shape, num_classes, blocks=(2, 2, 2, 2), bottleneck=False, **kwargs)
 
 
-@register("resnet34", family="ResNet", topic=_TOPIC, ranks=(2, 3), defaults=_PRESET_DEFAULTS, example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"))
+@register(
+    "resnet34",
+    family="ResNet",
+    topic=_TOPIC,
+    ranks=(2, 3),
+    defaults=_PRESET_DEFAULTS,
+    example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"),
+)
 def resnet34(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
     """ResNet-34 (He et al. 2016, Table 1): basic blocks ``(3, 4, 6, 3)``, 21.8M parameters.
 
@@ -142,7 +162,9 @@ def resnet34(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> k
     defaults=dict(_PRESET_DEFAULTS, use_bias=True),
     example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"),
 )
-def resnet50(input_shape: Sequence[int | None], num_classes: int, use_bias: bool = True, **kwargs) -> keras.Model:
+def resnet50(
+    input_shape: Sequence[int | None], num_classes: int, use_bias: bool = True, **kwargs
+) -> keras.Model:
     """ResNet-50 (He et al. 2016, Table 1): bottleneck blocks ``(3, 4, 6, 3)``.
 
     Follows ``keras.applications.ResNet50`` (v1: stride on the first ``1x1`` convolution, biases in
@@ -158,4 +180,6 @@ def resnet50(input_shape: Sequence[int | None], num_classes: int, use_bias: bool
         The ``keras.Model``.
     """
     kwargs.setdefault("name", "resnet50")
-    return resnet(input_shape, num_classes, blocks=(3, 4, 6, 3), bottleneck=True, use_bias=use_bias, **kwargs)
+    return resnet(
+        input_shape, num_classes, blocks=(3, 4, 6, 3), bottleneck=True, use_bias=use_bias, **kwargs
+    )

@@ -43,11 +43,15 @@ _TOPIC = "Segmentation: U-Net"
 def _check_args(input_shape, num_classes, depth, base_filters, upsampling, padding, dropout) -> int:
     rank = spatial_rank(input_shape)
     if rank not in (2, 3):
-        raise ValueError(f"unet: input_shape must be (H, W, C) or (D, H, W, C); got {tuple(input_shape)}")
+        raise ValueError(
+            f"unet: input_shape must be (H, W, C) or (D, H, W, C); got {tuple(input_shape)}"
+        )
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"unet: num_classes must be a positive integer; got {num_classes!r}")
     if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"unet: depth (number of down-samplings) must be an integer >= 1; got {depth!r}")
+        raise ValueError(
+            f"unet: depth (number of down-samplings) must be an integer >= 1; got {depth!r}"
+        )
     if base_filters < 1:
         raise ValueError(f"unet: base_filters must be >= 1; got {base_filters}")
     if upsampling not in UPSAMPLING:
@@ -103,7 +107,9 @@ def valid_output_size(size: int, depth: int, convs_per_level: int = 2, kernel_si
     for _ in range(depth):
         s = 2 * s - trim
     if s < 1:
-        raise ValueError(f"unet (padding='valid'): input size {size} is too small for depth {depth}")
+        raise ValueError(
+            f"unet (padding='valid'): input size {size} is too small for depth {depth}"
+        )
     return s
 
 
@@ -134,9 +140,13 @@ def _conv_block(x, filters, *, rank, norm, activation, residual, padding, convs,
         )
     if residual:
         if padding == "valid":
-            raise ValueError("unet: residual=True needs padding='same' (the shortcut must keep its size)")
+            raise ValueError(
+                "unet: residual=True needs padding='same' (the shortcut must keep its size)"
+            )
         if shortcut.shape[-1] != filters:
-            shortcut = conv(rank, filters, 1, use_bias=norm == "none", name=f"{name}_proj_conv")(shortcut)
+            shortcut = conv(rank, filters, 1, use_bias=norm == "none", name=f"{name}_proj_conv")(
+                shortcut
+            )
             shortcut = normalization(norm, name=f"{name}_proj_norm")(shortcut)
         x = layers.Add(name=f"{name}_add")([shortcut, x])
         x = layers.Activation(activation, name=f"{name}_out")(x)
@@ -146,7 +156,7 @@ def _conv_block(x, filters, *, rank, norm, activation, residual, padding, convs,
 def _center_crop(skip, target, rank, name):
     """Crop ``skip`` symmetrically to ``target``'s spatial shape (the 2015 paper's valid-padding skips)."""
     cropping = []
-    for s, t in zip(skip.shape[1:-1], target.shape[1:-1]):
+    for s, t in zip(skip.shape[1:-1], target.shape[1:-1], strict=True):
         total = s - t
         cropping.append((total // 2, total - total // 2))
     if not any(a or b for a, b in cropping):
@@ -261,13 +271,17 @@ def unet(
         if attention:
             if padding == "valid":
                 raise ValueError("unet: attention=True needs padding='same'")
-            skip = attention_gate(skip, gating, max(1, filters // 2), norm=norm, name=f"dec{level}_attention")
+            skip = attention_gate(
+                skip, gating, max(1, filters // 2), norm=norm, name=f"dec{level}_attention"
+            )
         x = layers.Concatenate(name=f"dec{level}_concat")([skip, x])
         x = _conv_block(x, filters, name=f"dec{level}", **block)
 
     x = conv(rank, num_classes, 1, name="head_conv")(x)
     # float32 so that softmax/sigmoid stay accurate under a mixed-precision policy.
-    outputs = layers.Activation(final_activation or "linear", dtype="float32", name="probabilities")(x)
+    outputs = layers.Activation(
+        final_activation or "linear", dtype="float32", name="probabilities"
+    )(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -62,7 +62,11 @@ def main(names):
         except Exception as error:  # report every failure, not just the first
             results[name] = f"{type(error).__name__}: {error}"[:300]
             traceback.print_exc(file=sys.stderr)
-        print(f"{name}: {results[name][:60]} ({time.time() - start:.1f} s)", file=sys.stderr, flush=True)
+        print(
+            f"{name}: {results[name][:60]} ({time.time() - start:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     print(json.dumps({"backend": keras.backend.backend(), "results": results}))
 
 

@@ -19,8 +19,10 @@ def assert_round_trip(tmp_path):
         loaded = keras.models.load_model(path)
         before = model(x, training=False)
         after = loaded(x, training=False)
-        for a, b in zip(keras.tree.flatten(before), keras.tree.flatten(after)):
-            np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=atol)
+        for a, b in zip(keras.tree.flatten(before), keras.tree.flatten(after), strict=True):
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=atol
+            )
         assert loaded.count_params() == model.count_params()
         return loaded
 

@@ -30,10 +30,23 @@ SCRIPT = Path(__file__).with_name("_backend_forward.py")
 @pytest.mark.parametrize("backend, package", [("jax", "jax"), ("torch", "torch")])
 def test_every_registered_model_runs_under_backend(backend, package):
     if importlib.util.find_spec(package) is None:
-        pytest.skip(f"{package} is not installed: `pip install -r requirements-dev.txt` to test the {backend} backend")
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+        pytest.skip(
+            f"{package} is not installed: `pip install -r requirements-dev.txt` to test the {backend} backend"
+        )
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        JAX_PLATFORMS="cpu",
+        CUDA_VISIBLE_DEVICES="",
+    )
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1100
+        [sys.executable, str(SCRIPT)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1100,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])

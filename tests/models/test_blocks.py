@@ -73,7 +73,9 @@ def test_residual_block_with_zero_residual_branch_is_relu_of_input(rng):
 
 
 def test_dense_block_and_transition_channels():
-    m = _model((8, 8, 6), lambda x: blocks.transition(blocks.dense_block(x, 3, 4, name="d"), 0.5, name="t"))
+    m = _model(
+        (8, 8, 6), lambda x: blocks.transition(blocks.dense_block(x, 3, 4, name="d"), 0.5, name="t")
+    )
     assert m.get_layer("d_layer3_concat").output.shape == (None, 8, 8, 6 + 3 * 4)
     assert m.output_shape == (None, 4, 4, 9)
     with pytest.raises(ValueError, match="compression"):
@@ -107,7 +109,9 @@ def test_squeeze_excitation_rescales_each_channel_by_a_weight_in_0_1(shape, rng)
     ratio = y / x
     # One weight per (sample, channel): constant over space, inside (0, 1).
     spatial_axes = tuple(range(1, len(shape)))
-    np.testing.assert_allclose(ratio, np.broadcast_to(ratio.mean(axis=spatial_axes, keepdims=True), ratio.shape), rtol=1e-4)
+    np.testing.assert_allclose(
+        ratio, np.broadcast_to(ratio.mean(axis=spatial_axes, keepdims=True), ratio.shape), rtol=1e-4
+    )
     assert ratio.min() > 0 and ratio.max() < 1
     assert m.get_layer("se_reduce").units == 2
     with pytest.raises(ValueError, match="ratio"):

@@ -23,7 +23,9 @@ def test_lenet5_has_the_textbook_parameter_count(rng):
 def test_alexnet_has_about_61m_parameters():
     assert alexnet().count_params() == 61_100_840  # torchvision's single-stream AlexNet
     keras.backend.clear_session()
-    assert alexnet(filters=(96, 256, 384, 384, 256)).count_params() == 62_378_344  # paper widths, no groups
+    assert (
+        alexnet(filters=(96, 256, 384, 384, 256)).count_params() == 62_378_344
+    )  # paper widths, no groups
 
 
 @pytest.mark.slow
@@ -33,7 +35,9 @@ def test_vgg16_equals_keras_applications_and_vgg11_matches_paper():
     reference = keras.applications.VGG16(weights=None).count_params()
     assert ours == reference == 138_357_544
     keras.backend.clear_session()
-    assert vgg11((224, 224, 3), 1000).count_params() == 132_863_336  # configuration A (torchvision vgg11)
+    assert (
+        vgg11((224, 224, 3), 1000).count_params() == 132_863_336
+    )  # configuration A (torchvision vgg11)
 
 
 def test_vgg_block_halves_the_grid_in_2d_and_3d():
@@ -66,7 +70,11 @@ def test_save_load_round_trip(assert_round_trip, rng):
 @pytest.mark.parametrize(
     "builder, kwargs, match",
     [
-        (vgg, dict(input_shape=(16, 16, 1), num_classes=2, convs_per_stage=(1,), filters=(4, 8)), "same length"),
+        (
+            vgg,
+            dict(input_shape=(16, 16, 1), num_classes=2, convs_per_stage=(1,), filters=(4, 8)),
+            "same length",
+        ),
         (vgg, dict(input_shape=(16, 16, 1), num_classes=2, head="pool", **SMALL_VGG), "head"),
         (vgg, dict(input_shape=(None, None, 1), num_classes=2, **SMALL_VGG), "known spatial"),
         (lenet5, dict(input_shape=(8, 8, 1)), "at least 16"),
@@ -83,7 +91,9 @@ def test_lenet5_learns_to_classify_bars(bars):
     x, y = bars(192)
     x_test, y_test = bars(96, seed=1)
     model = lenet5((16, 16, 1), 3, activation="relu")
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = model.fit(x, y, batch_size=16, epochs=4, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)

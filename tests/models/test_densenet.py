@@ -48,7 +48,12 @@ def test_save_load_round_trip(assert_round_trip, rng):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(stem="x"), "stem"), (dict(blocks=()), "blocks"), (dict(compression=0.0), "compression"), (dict(input_shape=(4,)), "channels-last")],
+    [
+        (dict(stem="x"), "stem"),
+        (dict(blocks=()), "blocks"),
+        (dict(compression=0.0), "compression"),
+        (dict(input_shape=(4,)), "channels-last"),
+    ],
 )
 def test_bad_arguments_give_clear_errors(kwargs, match):
     args = dict(input_shape=(16, 16, 1), num_classes=2, **SMALL) | kwargs
@@ -60,8 +65,12 @@ def test_bad_arguments_give_clear_errors(kwargs, match):
 def test_small_densenet_learns_to_classify_bars(bars):
     x, y = bars(192)
     x_test, y_test = bars(96, seed=1)
-    model = densenet((16, 16, 1), 3, blocks=(1, 1), growth_rate=8, init_filters=16, stem="small", norm="instance")
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = densenet(
+        (16, 16, 1), 3, blocks=(1, 1), growth_rate=8, init_filters=16, stem="small", norm="instance"
+    )
+    model.compile(
+        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = model.fit(x, y, batch_size=16, epochs=4, verbose=0)
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)

@@ -44,7 +44,9 @@ def test_3d_googlenet_output(rng):
 
 def test_inception_block_save_load_round_trip(assert_round_trip, rng):
     inputs = keras.Input((8, 8, 3))
-    model = keras.Model(inputs, classifier_head(inception_block(inputs, (2, 2, 3, 1, 2, 2), norm="batch"), 3))
+    model = keras.Model(
+        inputs, classifier_head(inception_block(inputs, (2, 2, 3, 1, 2, 2), norm="batch"), 3)
+    )
     assert_round_trip(model, rng.normal(size=(2, 8, 8, 3)).astype("float32"))
 
 
@@ -60,7 +62,11 @@ def test_table_has_nine_blocks():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(stem="big"), "stem"), (dict(width_multiplier=0), "width_multiplier"), (dict(input_shape=(32,)), "channels-last")],
+    [
+        (dict(stem="big"), "stem"),
+        (dict(width_multiplier=0), "width_multiplier"),
+        (dict(input_shape=(32,)), "channels-last"),
+    ],
 )
 def test_bad_arguments_give_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -81,7 +87,9 @@ def test_inception_blocks_learn_to_classify_bars(bars):
     h = inception_block(h, (8, 8, 8, 2, 4, 4), name="b")
     outputs = classifier_head(h, 3)
     model = keras.Model(inputs, outputs)
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = model.fit(x, y, batch_size=16, epochs=4, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)

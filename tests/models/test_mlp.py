@@ -71,7 +71,9 @@ def test_mlp_learns_breast_cancer_classification():
     mean, std = x[:400].mean(0), x[:400].std(0)
     x = (x - mean) / std
     model = mlp(x.shape[1:], 2, widths=(32, 16), dropout=0.1)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = model.fit(x[:400], y[:400], batch_size=32, epochs=10, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     _, accuracy = model.evaluate(x[400:], y[400:], verbose=0)

@@ -30,7 +30,9 @@ def test_classifier_is_invariant_to_point_order(rng):
     model = pointnet(num_points=None, num_classes=4, **SMALL)
     points = rng.normal(size=(2, 128, 3)).astype("float32")
     shuffled = points[:, rng.permutation(128)]
-    np.testing.assert_allclose(model(points, training=False), model(shuffled, training=False), atol=1e-5)
+    np.testing.assert_allclose(
+        model(points, training=False), model(shuffled, training=False), atol=1e-5
+    )
 
 
 def test_segmentation_is_equivariant_to_point_order(rng):
@@ -66,7 +68,9 @@ def test_transform_net_starts_as_identity_and_adds_its_penalty(rng):
 def test_save_load_round_trip_keeps_regularizer(assert_round_trip, rng):
     model = pointnet(num_points=32, num_classes=3, **SMALL)
     loaded = assert_round_trip(model, rng.normal(size=(2, 32, 3)).astype("float32"))
-    assert isinstance(loaded.get_layer("feature_tnet_transform").activity_regularizer, OrthogonalRegularizer)
+    assert isinstance(
+        loaded.get_layer("feature_tnet_transform").activity_regularizer, OrthogonalRegularizer
+    )
 
 
 @pytest.mark.parametrize(
@@ -109,7 +113,9 @@ def test_small_pointnet_learns_to_tell_shapes_apart():
     x, y = _shape_clouds(256)
     x_test, y_test = _shape_clouds(96, seed=1)
     model = pointnet(num_points=64, num_classes=3, scale=0.125, norm="none", dropout=0.0)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = model.fit(x, y, batch_size=16, epochs=6, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)

@@ -20,9 +20,14 @@ def _tiny(input_shape=(4,), units=2, name="tiny"):
 
 
 def test_register_get_and_defaults(private_registry):
-    private_registry.register("tiny-test", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3))(_tiny)
+    private_registry.register(
+        "tiny-test", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3)
+    )(_tiny)
     assert private_registry.get("tiny-test").output_shape == (None, 3)
-    assert private_registry.get("tiny-test", units=5).output_shape == (None, 5)  # kwargs override defaults
+    assert private_registry.get("tiny-test", units=5).output_shape == (
+        None,
+        5,
+    )  # kwargs override defaults
     assert private_registry.list_models(family="Test") == ["tiny-test"]
 
 
@@ -50,7 +55,17 @@ def test_every_spec_is_complete_and_names_are_lower_case():
 
 def test_course_families_are_registered():
     families = {models.get_spec(n).family for n in models.list_models()}
-    assert {"MLP", "LeNet", "AlexNet", "VGG", "Inception", "ResNet", "DenseNet", "U-Net", "PointNet"} <= families
+    assert {
+        "MLP",
+        "LeNet",
+        "AlexNet",
+        "VGG",
+        "Inception",
+        "ResNet",
+        "DenseNet",
+        "U-Net",
+        "PointNet",
+    } <= families
 
 
 def test_example_configurations_are_small_and_merge_over_defaults():
@@ -61,7 +76,9 @@ def test_example_configurations_are_small_and_merge_over_defaults():
 
 
 def test_summary_table_rows(private_registry):
-    private_registry.register("tiny-table", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3))(_tiny)
+    private_registry.register(
+        "tiny-table", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3)
+    )(_tiny)
     table = private_registry.summary_table(["tiny-table", "lenet5"])
     lines = table.splitlines()
     assert lines[0].startswith("| name | family | parameters")

@@ -61,7 +61,12 @@ def test_save_load_round_trip(assert_round_trip, rng):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(stem="tiny"), "stem"), (dict(blocks=()), "blocks"), (dict(input_shape=(16,)), "channels-last"), (dict(num_classes=0), "num_classes")],
+    [
+        (dict(stem="tiny"), "stem"),
+        (dict(blocks=()), "blocks"),
+        (dict(input_shape=(16,)), "channels-last"),
+        (dict(num_classes=0), "num_classes"),
+    ],
 )
 def test_bad_arguments_give_clear_errors(kwargs, match):
     args = dict(input_shape=(16, 16, 1), num_classes=2, **SMALL) | kwargs
@@ -74,7 +79,9 @@ def test_small_resnet_learns_to_classify_bars(bars):
     x, y = bars(192)
     x_test, y_test = bars(96, seed=1)
     model = resnet((16, 16, 1), 3, blocks=(1, 1), base_filters=8, stem="small", norm="instance")
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)

@@ -98,13 +98,17 @@ def test_unknown_spatial_size_is_allowed():
 
 
 def test_save_load_round_trip_with_attention(assert_round_trip, rng):
-    model = unet((16, 16, 1), 3, depth=2, base_filters=4, attention=True, residual=True, dropout=0.3)
+    model = unet(
+        (16, 16, 1), 3, depth=2, base_filters=4, attention=True, residual=True, dropout=0.3
+    )
     assert_round_trip(model, rng.normal(size=(2, 16, 16, 1)).astype("float32"))
 
 
 def test_registry_builds_every_unet_variant():
     assert {"unet", "unet-2015", "attention-unet"} <= set(models.list_models(family="U-Net"))
-    model = models.get("attention-unet", input_shape=(16, 16, 1), num_classes=2, depth=2, base_filters=4)
+    model = models.get(
+        "attention-unet", input_shape=(16, 16, 1), num_classes=2, depth=2, base_filters=4
+    )
     assert model.name == "attention_unet"
 
 
