@@ -30,6 +30,8 @@ import math
 import keras
 import tensorflow as tf
 
+from training.distribute import compute_average_loss
+
 # --------------------------------------------------------------------------------------------
 # Distribution helpers (work in a replica context, and outside any strategy)
 # --------------------------------------------------------------------------------------------
@@ -76,7 +78,7 @@ def global_mean_share(values, global_batch, local_batch=None) -> tf.Tensor:
         local_batch: float32 scalar, this replica's batch size (only used for scalar ``values``).
 
     Returns:
-        A float32 scalar.
+        A float32 scalar (0 when the global batch is empty, rather than NaN).
     """
     values = tf.cast(values, tf.float32)
     if values.shape.rank == 0:
@@ -85,10 +87,9 @@ def global_mean_share(values, global_batch, local_batch=None) -> tf.Tensor:
                 "global_mean_share: a scalar loss is a mean over the replica's batch; pass "
                 "local_batch (or give per-sample losses of shape (B,))"
             )
-        return values * local_batch / global_batch
-    if values.shape.rank > 1:
-        values = tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
-    return tf.reduce_sum(values) / global_batch
+        return tf.math.divide_no_nan(values * local_batch, global_batch)
+    # The same rule as the explicit loop's: sum over this replica, divide by the global batch.
+    return compute_average_loss(values, tf.cast(global_batch, tf.int32))
 
 
 def ema_update(targets, sources, decay) -> None:

@@ -14,6 +14,12 @@ def test_global_mean_share_of_per_sample_losses_on_one_device():
     assert float(share) == pytest.approx(3.0)
 
 
+def test_global_mean_share_of_an_empty_global_batch_is_zero_not_nan():
+    assert float(base.global_mean_share(tf.zeros((0,)), global_batch=tf.constant(0.0))) == 0.0
+    share = base.global_mean_share(tf.constant(4.0), tf.constant(0.0), local_batch=tf.constant(0.0))
+    assert float(share) == 0.0
+
+
 def test_global_mean_share_weights_a_scalar_mean_by_the_local_batch():
     share = base.global_mean_share(tf.constant(4.0), tf.constant(8.0), local_batch=tf.constant(2.0))
     assert float(share) == pytest.approx(1.0)  # 2 of 8 samples with mean 4 -> 1 of the global mean
