@@ -289,7 +289,7 @@ class Pix2PixTrainer(_AdversarialTrainer):
             fake = self.generator(source, training=True)
             fake_logits = self.discriminator(self._critic_input(source, fake), training=True)
             adv_share = generator_share(self.gan_loss, fake_logits, local_batch, global_batch)
-            l1_share = base.global_mean_share(_per_sample_l1(target, fake), global_batch)
+            l1_share = base.global_mean_share(losses.l1_loss(target, fake), global_batch)
             g_share = adv_share + self.l1_weight * l1_share
             scaled = self.generator_optimizer.scale_loss(g_share)
         base.apply_gradients(self.generator_optimizer, tape, scaled, self.generator.trainable_variables)
@@ -301,16 +301,10 @@ class Pix2PixTrainer(_AdversarialTrainer):
         real_logits = self.discriminator(self._critic_input(source, tf.cast(target, fake.dtype)), training=False)
         fake_logits = self.discriminator(self._critic_input(source, fake), training=False)
         adv_share = generator_share(self.gan_loss, fake_logits, local_batch, global_batch)
-        l1_share = base.global_mean_share(_per_sample_l1(target, fake), global_batch)
+        l1_share = base.global_mean_share(losses.l1_loss(target, fake), global_batch)
         return self.log(shares={
             "d_loss": discriminator_share(self.gan_loss, real_logits, fake_logits, local_batch, global_batch),
             "g_loss": adv_share + self.l1_weight * l1_share,
             "g_adv": adv_share,
             "l1": l1_share,
         })
-
-
-def _per_sample_l1(target, prediction) -> tf.Tensor:
-    """Mean absolute error per sample ``(B,)`` (``training.losses`` has SSD/MSE but no L1 loss)."""
-    diff = tf.abs(base.to_float(target) - base.to_float(prediction))
-    return tf.reduce_mean(tf.reshape(diff, [tf.shape(diff)[0], -1]), axis=1)

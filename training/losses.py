@@ -436,6 +436,22 @@ def ssd_loss(y_true, y_pred):
 mse_loss = ssd_loss
 
 
+def l1_loss(y_true, y_pred):
+    """Mean absolute error over voxels per sample (the L1 term of pix2pix-style image synthesis).
+
+    Args:
+        y_true: target image ``(B, *spatial, C)``. y_pred: predicted image, same shape.
+
+    Returns:
+        float32 ``(B,)``.
+    """
+    diff = ops.cast(y_true, "float32") - ops.cast(y_pred, "float32")
+    return ops.mean(ops.abs(diff), axis=tuple(range(1, len(diff.shape))))
+
+
+mae_loss = l1_loss
+
+
 def _window(window: int | Sequence[int], spatial_shape: Sequence[int | None]) -> tuple[int, ...]:
     rank = len(spatial_shape)
     size = (int(window),) * rank if isinstance(window, int) else tuple(int(w) for w in window)
@@ -840,6 +856,16 @@ class SSDLoss(_FunctionLoss):
 
 
 @keras.saving.register_keras_serializable(package="medkit")
+class L1Loss(_FunctionLoss):
+    """Mean absolute error per sample for ``compile``; see :func:`l1_loss`."""
+
+    _function = staticmethod(l1_loss)
+
+    def __init__(self, name="l1_loss", **base):
+        super().__init__(name=name, **base)
+
+
+@keras.saving.register_keras_serializable(package="medkit")
 class LocalNCCLoss(_FunctionLoss):
     """Local normalised cross-correlation loss for ``compile``; arguments as in :func:`local_ncc_loss`."""
 
@@ -897,6 +923,8 @@ LOSSES = {
     "tversky": TverskyLoss,
     "ssd": SSDLoss,
     "mse": SSDLoss,
+    "l1": L1Loss,
+    "mae": L1Loss,
     "lncc": LocalNCCLoss,
     "gmi": GlobalMutualInformationLoss,
     "bending_energy": BendingEnergyLoss,

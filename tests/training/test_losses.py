@@ -267,6 +267,18 @@ def test_ssd_hand_computed():
     assert L.mse_loss is L.ssd_loss
 
 
+def test_l1_hand_computed_in_2d_and_3d():
+    a = np.zeros((2, 2, 2, 1), dtype="float32")
+    b = a.copy()
+    b[0, 0, 0, 0] = -2.0
+    b[1] = 0.5
+    np.testing.assert_allclose(_np(L.l1_loss(a, b)), [0.5, 0.5])
+    np.testing.assert_allclose(_np(L.l1_loss(b, b)), [0.0, 0.0])
+    volume = np.arange(2 * 3 * 3 * 3 * 2, dtype="float32").reshape(2, 3, 3, 3, 2)
+    np.testing.assert_allclose(_np(L.l1_loss(volume, volume + 3.0)), [3.0, 3.0], rtol=1e-6)
+    assert L.mae_loss is L.l1_loss
+
+
 @pytest.mark.parametrize("shape,window", [((2, 16, 16, 1), 5), ((1, 10, 12, 11, 1), (3, 5, 3))])
 def test_local_ncc_invariances(rng, shape, window):
     x = rng.random(shape).astype("float32")
@@ -388,7 +400,7 @@ def test_gradient_penalty_of_a_linear_critic():
 def test_loss_classes_match_functions_and_round_trip(seg_batch):
     labels, _, probs = seg_batch
     for name, cls in L.LOSSES.items():
-        if name in ("ssd", "mse", "lncc", "gmi", "bending_energy", "gradient_norm"):
+        if name in ("ssd", "mse", "l1", "mae", "lncc", "gmi", "bending_energy", "gradient_norm"):
             continue
         loss = L.get(name)
         assert isinstance(loss, cls)
@@ -407,6 +419,8 @@ def test_registration_loss_classes(rng):
     np.testing.assert_allclose(_np(L.LocalNCCLoss(window=5)(x, x)), np.mean(_np(L.local_ncc_loss(x, x, window=5))))
     np.testing.assert_allclose(_np(L.GlobalMutualInformationLoss()(x, x)), np.mean(_np(L.global_mutual_information_loss(x, x))))
     np.testing.assert_allclose(_np(L.SSDLoss()(x, 0 * x)), np.mean(x**2), rtol=1e-6)
+    np.testing.assert_allclose(_np(L.L1Loss()(x, 0 * x)), np.mean(np.abs(x)), rtol=1e-6)
+    assert isinstance(keras.losses.deserialize(keras.losses.serialize(L.get("l1"))), L.L1Loss)
     np.testing.assert_allclose(_np(L.BendingEnergyLoss()(ddf, ddf)), np.mean(_np(L.bending_energy(ddf))), rtol=1e-6)
     np.testing.assert_allclose(_np(L.GradientNormLoss(norm="l1")(ddf, ddf)), np.mean(_np(L.gradient_norm(ddf, norm="l1"))), rtol=1e-6)
     restored = keras.losses.deserialize(keras.losses.serialize(L.LocalNCCLoss(window=(3, 5))))
