@@ -24,30 +24,15 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from data_utils.io import DataError, Volume, spacing_from_affine
+from data_utils.io import DataError, Volume, atomic_write, spacing_from_affine
 
 MEDMNIST_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def _atomic_write(path: Path, write: Callable[[str], None], suffix: str) -> Path:
-    """Call ``write(tmp_name)`` then rename to ``path``; nothing half-written is ever left under ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _require_file(path) -> Path:
@@ -157,7 +142,7 @@ def save_npz(path, splits: dict[str, dict[str, np.ndarray]], *, compressed: bool
         with open(tmp, "wb") as stream:  # a file object: numpy would otherwise append ".npz"
             save(stream, **arrays)
 
-    return _atomic_write(path, write, ".npz")
+    return atomic_write(path, write, ".npz")
 
 
 def npz_dataset(path, split: str, batch_size: int, **kwargs):
@@ -353,7 +338,7 @@ def save_h5_frames(path, image, label=None, case=None, frame=None) -> Path:
                     for observer in range(label.shape[1]):
                         f.create_dataset(f"label_{case[i]:04d}_{frame[i]:03d}_{observer:02d}", data=label[i, observer].astype(np.uint8))
 
-    return _atomic_write(path, write, ".h5")
+    return atomic_write(path, write, ".h5")
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,7 +459,7 @@ def write_image(path, array, *, label: bool = False) -> Path:
         pixels = np.clip(np.rint(np.asarray(array, np.float64) * 255.0), 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels)
     image_format = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), path.suffix.lstrip(".").upper() or "PNG")
-    return _atomic_write(path, lambda tmp: image.save(tmp, format=image_format), path.suffix)
+    return atomic_write(path, lambda tmp: image.save(tmp, format=image_format), path.suffix)
 
 
 # --------------------------------------------------------------------------------------------

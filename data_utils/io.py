@@ -8,6 +8,7 @@
   along the first axis, as the models expect. Apply it after :func:`to_canonical`.
 - :func:`load_image_label_pair`: load an image and its label map and check that they belong
   together (shape, affine, integer labels, finite intensities).
+- :func:`atomic_write`: the kit's one way to write a file so that nothing half-written is left.
 
 Every problem raises :class:`DataError` (a ``ValueError``) with one line naming the file.
 """
@@ -19,6 +20,7 @@ import gzip
 import os
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -33,6 +35,34 @@ _READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.
 
 class DataError(ValueError):
     """A data file is missing, unreadable, or does not match what was expected."""
+
+
+def atomic_write(path, write: Callable[[str], object], suffix: str = "") -> Path:
+    """Write a file through a temporary name in the same folder, then rename it to ``path``.
+
+    Readers see the old file or the new one, never half of one: a crash or an error inside
+    ``write`` leaves ``path`` as it was and removes the temporary file.
+
+    Args:
+        path: destination file (``str`` or ``Path``); its folder is created if missing.
+        write: called once with the temporary file name; must write the whole file there.
+        suffix: ending of the temporary name, for writers that pick the format from it
+            (``".nii.gz"``, ``".png"``, ``".weights.h5"``).
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 @dataclasses.dataclass
@@ -166,17 +196,8 @@ def save_nifti(array, affine, path, *, nifti2: bool = False, dtype=None) -> Path
     cls = nib.Nifti2Image if nifti2 else nib.Nifti1Image
     image = cls(array, affine)
     image.header.set_xyzt_units("mm")
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: nib.save(image, tmp), suffix)
 
 
 def to_canonical(volume: Volume) -> Volume:

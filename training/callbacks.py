@@ -34,15 +34,12 @@ import time
 import keras
 import numpy as np
 
+from data_utils.io import atomic_write
+
 
 # --------------------------------------------------------------------------------------------
 # Atomic file writing
 # --------------------------------------------------------------------------------------------
-def _temp_name(path: str, suffix: str = "") -> str:
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.tmp-{os.getpid()}{suffix}")
-
-
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never half of it.
 
@@ -50,17 +47,14 @@ def atomic_write_text(path: str, text: str) -> None:
         path: destination file; its folder is created if missing.
         text: the whole new content.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _temp_name(path)
-    try:
+
+    def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(path, write)
 
 
 def atomic_save_weights(model: keras.Model, path: str) -> None:
@@ -74,14 +68,7 @@ def atomic_save_weights(model: keras.Model, path: str) -> None:
     """
     if not path.endswith(".weights.h5"):
         raise ValueError(f"weights path must end with '.weights.h5' (Keras 3 rule); got {path!r}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _temp_name(path, ".weights.h5")
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, model.save_weights, ".weights.h5")
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,15 +399,10 @@ def plot_history(history_csv: str, out_png: str, title: str | None = None) -> st
         ax.axis("off")
     fig.suptitle(title or os.path.basename(os.path.dirname(os.path.abspath(history_csv))))
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    tmp = _temp_name(out_png, ".png")
     try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, out_png)
+        atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), ".png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return out_png
 
 

@@ -35,14 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from data_utils.io import dhw_affine, save_nifti
+from data_utils.io import atomic_write, dhw_affine, save_nifti
 from data_utils.synthetic import phantom
 
 PELVIC_LABELS = {0: "background", 1: "bladder", 2: "prostate", 3: "rectum"}
@@ -326,10 +324,7 @@ def generate_pelvic_dataset(
         if stale not in all_files:
             stale.unlink()  # cases left over from a bigger dataset generated earlier
     record = {"args": manifest, "digest": _file_digest(all_files)}
-    handle, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=out_dir)
-    with os.fdopen(handle, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, manifest_path)
+    atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)), ".json")
     return image_paths
 
 

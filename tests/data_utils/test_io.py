@@ -1,6 +1,8 @@
 """Tests for data_utils.io: NIfTI reading/writing, reorientation and the errors users see."""
 
 import gzip
+import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -125,3 +127,19 @@ def test_pair_checks(tmp_path, rng):
         io.load_image_label_pair(img_path, shifted)
     near = io.save_nifti(label, _affine(origin=(-10.0, 5.0, 7.0001)), tmp_path / "d_mask.nii.gz")
     io.load_image_label_pair(img_path, near)  # within tolerance
+
+
+def test_atomic_write_replaces_the_file_or_leaves_it_untouched(tmp_path):
+    path = tmp_path / "sub" / "note.txt"
+    assert io.atomic_write(path, lambda tmp: Path(tmp).write_text("first")) == path
+    io.atomic_write(str(path), lambda tmp: Path(tmp).write_text("second"), ".txt")
+    assert path.read_text() == "second"
+
+    def half_written(tmp):
+        Path(tmp).write_text("hal")
+        raise KeyboardInterrupt  # as if killed mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write(path, half_written)
+    assert path.read_text() == "second"
+    assert os.listdir(path.parent) == ["note.txt"]  # no temporary left behind
