@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from training.callbacks import build_optimizers
-from training.distribute import compute_average_loss, is_chief, shard_by_data
+from training.distribute import compute_average_loss, is_chief, scale_for_replicas, shard_by_data
 
 
 def _split_batch(batch):
@@ -63,7 +63,7 @@ def supervised_step(model, loss_fn, optimizer, loss_tracker, global_batch_size=N
             # Sum over this replica / GLOBAL batch: summing gradients over replicas then gives the mean.
             loss = compute_average_loss(per_sample, global_batch_size)
             if model.losses:  # weight penalties are counted once per step, so split them over replicas
-                loss += tf.nn.scale_regularization_loss(tf.add_n([tf.cast(v, tf.float32) for v in model.losses]))
+                loss += scale_for_replicas(tf.add_n([tf.cast(v, tf.float32) for v in model.losses]))
             # Under mixed_float16 the LossScaleOptimizer multiplies the loss so fp16 gradients don't underflow.
             scaled_loss = optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, model.trainable_variables)

@@ -42,6 +42,19 @@ def test_supervised_step_divides_by_the_global_batch(rng):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[0].kernel), w0 - 0.1 * grad, rtol=1e-5)
 
 
+def test_supervised_step_adds_the_weight_penalty(rng):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, use_bias=False,
+                                                                     kernel_regularizer=keras.regularizers.L2(0.5))])
+    w0 = keras.ops.convert_to_numpy(model.layers[0].kernel).copy()
+    x = np.zeros((4, 3), "float32")  # zero inputs and targets: the data term has no gradient
+    step = loop.supervised_step(model, keras.losses.MeanSquaredError(reduction=None), keras.optimizers.SGD(0.1),
+                                keras.metrics.Mean())
+    step((x, np.zeros((4, 1), "float32")))
+    # d/dw of 0.5 * sum(w^2) is w, so one SGD step multiplies the kernel by 1 - 0.1.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[0].kernel), 0.9 * w0, rtol=1e-5)
+
+
 def test_batches_without_image_and_label_are_rejected():
     step = loop.supervised_step(_linear(), keras.losses.MeanSquaredError(reduction=None), keras.optimizers.SGD(),
                                 keras.metrics.Mean())
