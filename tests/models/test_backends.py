@@ -6,8 +6,8 @@ registered model in its small ``example`` configuration and calls it once
 (``tests/models/_backend_forward.py``). A backend whose package is not installed is skipped; install
 them with ``pip install -r requirements-dev.txt``. Training loops stay TensorFlow.
 
-Slow: building ~40 models takes 1-3 minutes per backend on 2 CPU cores (JAX compiles every new
-variable-initialiser shape).
+Slow: building ~40 models takes about 2 minutes under torch on 2 CPU cores; JAX compiles every new
+variable-initialiser shape and took 18 minutes on a heavily loaded 2-core machine (all 37 models pass).
 """
 
 import importlib.util
@@ -26,7 +26,7 @@ SCRIPT = Path(__file__).with_name("_backend_forward.py")
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("backend, package", [("jax", "jax"), ("torch", "torch")])
 def test_every_registered_model_runs_under_backend(backend, package):
     if importlib.util.find_spec(package) is None:
@@ -46,7 +46,7 @@ def test_every_registered_model_runs_under_backend(backend, package):
         env=env,
         capture_output=True,
         text=True,
-        timeout=1100,
+        timeout=1700,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
