@@ -202,6 +202,43 @@ def unpack(data, keys: tuple[str, ...], what: str) -> dict:
     raise TypeError(f"{what}: expected a dict with keys {list(keys)} or a tuple; got {type(data).__name__}")
 
 
+def unpack_with_extra_images(data, extra_key: str, what: str, parts: tuple[str, str]) -> tuple:
+    """Labelled images plus a second set of images without labels (semi-supervised, domain adaptation).
+
+    Two forms are accepted: a dict ``{"image", "label", extra_key}`` (the extra entry may itself be
+    ``{"image": ...}``), or a pair ``(first, second)`` where ``first`` is ``{"image", "label"}`` or
+    ``(x, y)`` and ``second`` is ``{"image": ...}``, ``(x, ...)`` or ``x``.
+
+    Args:
+        data: the batch ``fit()`` hands to ``train_step``.
+        extra_key: key of the extra images in the dict form, e.g. ``"unlabelled"``.
+        what: the trainer's name, for error messages.
+        parts: names of the two halves of the pair form, e.g. ``("labelled", "unlabelled")``.
+
+    Returns:
+        ``(images (B, ...), labels, extra_images (B_extra, ...))``.
+    """
+    first, second = parts
+    if isinstance(data, dict):
+        batch = unpack(data, ("image", "label", extra_key), what)
+        extra = batch[extra_key]
+        if isinstance(extra, dict):
+            extra = unpack(extra, ("image",), f"{what} ({extra_key})")["image"]
+        return batch["image"], batch["label"], extra
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        labelled = unpack(data[0], ("image", "label"), f"{what} ({first} part)")
+        extra = data[1]
+        if isinstance(extra, dict):
+            extra = unpack(extra, ("image",), f"{what} ({second} part)")["image"]
+        elif isinstance(extra, (tuple, list)):
+            extra = extra[0]
+        return labelled["image"], labelled["label"], extra
+    raise ValueError(
+        f"{what}: a training batch is {{'image', 'label', '{extra_key}'}} or a pair ({first}, {second}); "
+        f"got {type(data).__name__}"
+    )
+
+
 def per_sample_loss(loss, what: str):
     """A callable ``loss(y_true, y_pred) -> (B, ...)`` per-sample losses, from a name, function or Loss.
 

@@ -127,21 +127,7 @@ class DANNTrainer(base.Trainer):
 
     @staticmethod
     def _split(data):
-        if isinstance(data, dict):
-            batch = base.unpack(data, ("image", "label", "target_image"), "DANNTrainer")
-            return batch["image"], batch["label"], batch["target_image"]
-        if isinstance(data, (tuple, list)) and len(data) == 2:
-            source = base.unpack(data[0], ("image", "label"), "DANNTrainer (source part)")
-            target = data[1]
-            if isinstance(target, dict):
-                target = base.unpack(target, ("image",), "DANNTrainer (target part)")["image"]
-            elif isinstance(target, (tuple, list)):
-                target = target[0]
-            return source["image"], source["label"], target
-        raise ValueError(
-            "DANNTrainer: a training batch is (source, target) or {'image', 'label', 'target_image'}; "
-            f"got {type(data).__name__}"
-        )
+        return base.unpack_with_extra_images(data, "target_image", "DANNTrainer", ("source", "target"))
 
     def train_step(self, data):
         source, labels, target = self._split(data)

@@ -144,24 +144,7 @@ class MeanTeacher(base.Trainer):
 
     @staticmethod
     def _split(data):
-        if isinstance(data, dict):
-            batch = base.unpack(data, ("image", "label", "unlabelled"), "MeanTeacher")
-            unlabelled = batch["unlabelled"]
-            if isinstance(unlabelled, dict):
-                unlabelled = unlabelled["image"]
-            return batch["image"], batch["label"], unlabelled
-        if isinstance(data, (tuple, list)) and len(data) == 2:
-            labelled = base.unpack(data[0], ("image", "label"), "MeanTeacher (labelled part)")
-            unlabelled = data[1]
-            if isinstance(unlabelled, dict):
-                unlabelled = base.unpack(unlabelled, ("image",), "MeanTeacher (unlabelled part)")["image"]
-            elif isinstance(unlabelled, (tuple, list)):
-                unlabelled = unlabelled[0]
-            return labelled["image"], labelled["label"], unlabelled
-        raise ValueError(
-            "MeanTeacher: a training batch is {'image', 'label', 'unlabelled'} or a pair "
-            f"(labelled, unlabelled); got {type(data).__name__}"
-        )
+        return base.unpack_with_extra_images(data, "unlabelled", "MeanTeacher", ("labelled", "unlabelled"))
 
     # ----- noise --------------------------------------------------------------------------
 

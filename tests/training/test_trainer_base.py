@@ -69,6 +69,26 @@ def test_unpack_accepts_dicts_and_tuples_and_names_missing_keys():
         base.unpack((x,), ("image", "label"), "T")
 
 
+def test_unpack_with_extra_images_accepts_the_dict_and_the_pair_forms():
+    x, y, u = tf.zeros((2, 3)), tf.ones((2,)), tf.fill((4, 3), 2.0)
+    forms = [
+        {"image": x, "label": y, "unlabelled": u},
+        {"image": x, "label": y, "unlabelled": {"image": u}},
+        ((x, y), u),
+        ({"image": x, "label": y}, {"image": u}),
+        ((x, y), (u,)),
+    ]
+    for data in forms:
+        images, labels, extra = base.unpack_with_extra_images(data, "unlabelled", "T", ("labelled", "unlabelled"))
+        assert images is x and labels is y and extra is u
+    with pytest.raises(KeyError, match="unlabelled"):
+        base.unpack_with_extra_images({"image": x, "label": y}, "unlabelled", "T", ("labelled", "unlabelled"))
+    with pytest.raises(KeyError, match="target part"):
+        base.unpack_with_extra_images(((x, y), {"img": u}), "target_image", "T", ("source", "target"))
+    with pytest.raises(ValueError, match="\\(source, target\\)"):
+        base.unpack_with_extra_images(x, "target_image", "T", ("source", "target"))
+
+
 def test_per_sample_loss_rebuilds_keras_losses_without_reduction():
     loss = base.per_sample_loss(keras.losses.MeanSquaredError(), "loss")
     values = loss(tf.zeros((4, 2)), tf.ones((4, 2)))
