@@ -3,9 +3,10 @@
 Used by the throughput benchmarks to turn samples/s into achieved GFLOP/s, and handy in the
 architecture lecture to compare models by compute as well as by parameters.
 
-Convention: one multiply-add counts as 2 FLOPs. Only convolutions (including transposed and
-depthwise-free separable forms are not special-cased) and dense layers are counted: they are
-more than 95% of the work of a conv net. Normalisation, activations, pooling and resizing are ignored.
+Convention: one multiply-add counts as 2 FLOPs. Only plain and transposed convolutions and dense
+layers are counted: they are more than 95% of the work of a conv net. Depthwise and separable
+convolutions, the ``EinsumDense`` projections and score products inside ``MultiHeadAttention``
+(so most of a transformer's work), normalisation, activations, pooling and resizing are not counted.
 A training step costs about 3x the forward pass (forward, gradient w.r.t. inputs, gradient w.r.t. weights).
 """
 
