@@ -34,7 +34,7 @@ from data_utils.synthetic import make_pointcloud_dataset  # noqa: E402
 from models.pointnet import OrthogonalRegularizer  # noqa: E402
 
 NUM_POINTS = tut.pick(512, 256)  # points sampled on each organ surface
-NUM_TRAIN = tut.pick(1200, 400)
+NUM_TRAIN = tut.pick(1200, 320)
 NUM_TEST = tut.pick(400, 200)
 SCALE = tut.pick(0.25, 0.125)  # PointNet widths x SCALE (1.0 is the paper's 3.5M-parameter model)
 EPOCHS = tut.pick(20, 6)
@@ -168,10 +168,11 @@ fig = plt.figure(figsize=(12, 3.4))
 for c in range(4):
     i = int(np.flatnonzero(y_test == c)[0])
     cloud = x_test[i:i + 1]
-    features = per_point.predict(cloud, verbose=0)
+    # Direct calls (inference mode) rather than predict(): every cloud here has a different size.
+    features = [keras.ops.convert_to_numpy(f) for f in per_point(cloud, training=False)]
     critical = np.unique(np.concatenate([f[0].argmax(axis=0) for f in features]))
-    full = pointnet.predict(cloud, verbose=0)
-    only_critical = pointnet.predict(cloud[:, critical], verbose=0)
+    full = keras.ops.convert_to_numpy(pointnet(cloud, training=False))
+    only_critical = keras.ops.convert_to_numpy(pointnet(cloud[:, critical], training=False))
     critical_fraction.append(len(critical) / NUM_POINTS)
     critical_change.append(float(np.max(np.abs(full - only_critical))))
     ax = fig.add_subplot(1, 4, c + 1, projection="3d")

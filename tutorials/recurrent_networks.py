@@ -14,7 +14,7 @@ What you will learn:
 Data: synthetic ECG-like signals with per-sample wave labels and cine MR loops of a beating left
 ventricle (``data_utils.synthetic.make_ecg_dataset`` / ``make_cine_dataset``), and a synthetic memory task.
 
-Run it:  ``python tutorials/recurrent_networks.py [--quick]``  (about 2-3 minutes on a laptop CPU;
+Run it:  ``python tutorials/recurrent_networks.py [--quick]``  (about 2 minutes on a laptop CPU;
 ``--quick`` ~20 s).
 """
 
@@ -172,6 +172,7 @@ for t_border in np.arange(0, time_s[shown][-1], TBPTT_CHUNK / SAMPLING_RATE):
     axes[1].axvline(t_border, color="gray", lw=0.4, ls="--")
 axes[1].set(xlabel="time (s); dashed = chunk borders during training", ylabel="mV")
 axes[1].legend(fontsize=8)
+fig.tight_layout()
 tut.save_figure(fig, "truncated_bptt.png")
 
 # %% [markdown]
@@ -263,6 +264,10 @@ tut.save_figure(fig, "ecg_wave_tagging.png")
 # frame with the same small CNN (``TimeDistributed``), then an LSTM reads the per-frame codes. The
 # task: tell a normally contracting left ventricle from one with a wall-motion defect, a segment of
 # wall that barely moves. No single frame shows the defect; the motion across frames does.
+#
+# An honest warning: this is a hard task for a small network trained for a few epochs, and in our runs
+# it stays close to chance (about 0.55 after the full run). The loss curves show it; making it learn
+# is exercise 6 below.
 
 # %%
 cine = make_cine_dataset(CINE_SEQUENCES, num_frames=CINE_FRAMES, image_size=CINE_SIZE, seed=tut.seed)
@@ -315,6 +320,8 @@ tut.save_figure(fig, "cnn_lstm_training.png")
 #    Which waves get worse, and why?
 # 5. Classify the ECG rhythm (``ecg["label"]``: normal, atrial fibrillation, ectopic beats) with a
 #    many-to-one ``lstm-classifier``.
+# 6. Make the CNN-LSTM learn the wall-motion defect: more sequences and epochs, a lower learning rate,
+#    ``bidirectional=True``, or feed the frame *differences* (motion) as a second channel.
 
 # %%
 tut.finish(
@@ -335,5 +342,7 @@ tut.finish(
         "unfold_max_abs_error": ("<=", 1e-5),
         "tbptt_loss_ratio": ("<=", 0.5),
         "tagger_gain_over_majority": (">=", 0.1),
+        # The LSTM needs the full run's 20 epochs to find the gating solution (1.0 vs 0.51 in ours).
+        **({} if tut.quick else {"memory_lstm_minus_rnn": (">=", 0.2)}),
     },
 )
