@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from data_utils.io import atomic_write
+from training.distribute import is_chief
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,8 +110,8 @@ def _finite_logs(logs: dict | None) -> bool:
 
 
 def _is_chief(model: keras.Model) -> bool:
-    strategy = getattr(model, "distribute_strategy", None)
-    return strategy is None or bool(strategy.extended.should_checkpoint)
+    """True on the process that writes files: the chief of ``model``'s strategy (see ``distribute.is_chief``)."""
+    return is_chief(getattr(model, "distribute_strategy", None))
 
 
 # --------------------------------------------------------------------------------------------
