@@ -1,0 +1,191 @@
+"""Generative adversarial networks: synthesise ultrasound-like images, then translate T1 MR into T2.
+
+Lecture topic: generative adversarial networks (GANs) and image synthesis.
+
+What you will learn:
+- the adversarial game: a generator turns noise into images, a discriminator tells real from
+  generated, and each is trained against the other (Goodfellow et al. 2014; DCGAN, Radford et al. 2016);
+- how to read GAN training curves, which do not simply fall: the two losses balance each other;
+- how to judge generated images without trusting the losses (here: the intensity histogram);
+- conditional image-to-image synthesis (pix2pix): a U-Net generator, a patch discriminator and an
+  L1 term that turn a T1-weighted slice into a T2-weighted one.
+
+Data: synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``) for the
+DCGAN; registered T1/T2 head slices (``data_utils.synthetic.make_modality_pairs``) for pix2pix.
+
+Run it:  ``python tutorials/gan.py [--quick]``  (about 3 min on a laptop CPU; ``--quick`` ~20 s).
+A few minutes of CPU training give rough images; the point is the mechanics and the curves.
+"""
+
+# %%
+from pathlib import Path
+
+from common import start
+
+tut = start(Path(__file__).stem, "DCGAN ultrasound synthesis and pix2pix T1-to-T2 translation")
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+
+import models
+from data_utils.synthetic import make_modality_pairs, make_ultrasound_dataset
+from training.adversarial import GANTrainer, Pix2PixTrainer
+
+IMAGE_SIZE = tut.pick(32, 16)  # pixels per side of the ultrasound images
+NUM_IMAGES = tut.pick(1024, 256)
+LATENT_DIM = 32  # length of the generator's noise vector z
+GAN_EPOCHS = tut.pick(30, 8)
+BATCH_SIZE = 16
+GAN_LEARNING_RATE = 2e-4  # DCGAN's Adam(2e-4, beta_1=0.5)
+PAIR_SIZE = 32  # pixels per side of the T1/T2 slices
+NUM_PAIRS = tut.pick(256, 96)
+P2P_EPOCHS = tut.pick(20, 5)
+L1_WEIGHT = 100.0  # pix2pix's weight of the L1 term against the adversarial term
+
+# %% [markdown]
+# ## Part 1: DCGAN on ultrasound-like images
+# The generator maps a noise vector ``z`` to an image with transposed convolutions (ending in
+# ``tanh``, so images are scaled to [-1, 1]); the discriminator is a CNN that outputs one logit,
+# "real" or "generated". Every training step: the discriminator learns on a batch of real and a
+# batch of generated images, then the generator learns to make the discriminator call its images
+# real. ``GANTrainer`` holds both networks and both optimisers and does this in ``train_step``.
+
+# %%
+images, _, _ = make_ultrasound_dataset(NUM_IMAGES, image_size=IMAGE_SIZE, num_classes=2, seed=tut.seed)
+real = images * 2.0 - 1.0
+generator = models.get("dcgan-generator", latent_dim=LATENT_DIM, output_shape=(IMAGE_SIZE, IMAGE_SIZE, 1),
+                       filters=(128, 64, 32))
+discriminator = models.get("dcgan-discriminator", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), filters=(32, 64, 128))
+print(f"generator {generator.count_params():,} parameters, discriminator {discriminator.count_params():,}")
+
+
+def histogram_distance(a, b, bins=20):
+    """Total-variation distance between two pixel-intensity histograms on [-1, 1] (0 = identical, 1 = disjoint)."""
+    ha = np.histogram(np.clip(a, -1, 1), bins=bins, range=(-1, 1))[0] / a.size
+    hb = np.histogram(np.clip(b, -1, 1), bins=bins, range=(-1, 1))[0] / b.size
+    return 0.5 * float(np.abs(ha - hb).sum())
+
+
+gan = GANTrainer(generator, discriminator, latent_dim=LATENT_DIM, seed=tut.seed)
+gan.compile(generator_optimizer=keras.optimizers.Adam(GAN_LEARNING_RATE, beta_1=0.5),
+            discriminator_optimizer=keras.optimizers.Adam(GAN_LEARNING_RATE, beta_1=0.5))
+histogram_before = histogram_distance(gan.generate(256, seed=1), real)
+dataset = tf.data.Dataset.from_tensor_slices(real).shuffle(NUM_IMAGES, seed=tut.seed).batch(BATCH_SIZE, drop_remainder=True)
+gan_history = gan.fit(dataset, epochs=GAN_EPOCHS, verbose=2).history
+generated = gan.generate(256, seed=1)
+histogram_after = histogram_distance(generated, real)
+print(f"intensity-histogram distance to real images: {histogram_before:.3f} untrained, {histogram_after:.3f} trained")
+
+# %% [markdown]
+# ## Reading the curves
+# A GAN's losses are not a score: the discriminator's loss rises when the generator improves, and
+# vice versa. What to watch: neither side should win outright (discriminator loss near 0 means the
+# generator gets no useful gradient), and ``d_real`` vs ``d_fake`` (the discriminator's mean logits
+# on real and generated images) should stay within reach of each other.
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+axes[0].plot(gan_history["d_loss"], label="discriminator")
+axes[0].plot(gan_history["g_loss"], label="generator")
+axes[0].set(xlabel="epoch", title="losses"), axes[0].legend()
+axes[1].plot(gan_history["d_real"], label="on real"), axes[1].plot(gan_history["d_fake"], label="on generated")
+axes[1].set(xlabel="epoch", title="mean discriminator logit"), axes[1].legend()
+axes[2].hist(real.ravel(), bins=40, range=(-1, 1), alpha=0.6, density=True, label="real")
+axes[2].hist(generated.ravel(), bins=40, range=(-1, 1), alpha=0.6, density=True, label="generated")
+axes[2].set(title="pixel intensities"), axes[2].legend()
+tut.save_figure(fig, "gan_curves.png")
+
+fig, axes = plt.subplots(2, 8, figsize=(12, 3.3))
+for col in range(8):
+    axes[0, col].imshow(real[col, ..., 0], cmap="gray", vmin=-1, vmax=1)
+    axes[1, col].imshow(generated[col, ..., 0], cmap="gray", vmin=-1, vmax=1)
+    axes[0, col].axis("off"), axes[1, col].axis("off")
+axes[0, 0].set_title("real", loc="left"), axes[1, 0].set_title("generated", loc="left")
+tut.save_figure(fig, "gan_samples.png")
+
+# %% [markdown]
+# ## Part 2: conditional synthesis with pix2pix (T1 -> T2)
+# Now the generator is given an image, not noise: a T1-weighted slice, and must produce the T2
+# slice of the same head. CSF is dark on T1 and bright on T2, grey and white matter swap order, so
+# no intensity curve does it: the network must recognise tissues from context. The pix2pix recipe:
+# - a U-Net generator (skip connections carry the anatomy through at full resolution);
+# - a PatchGAN discriminator that sees (T1, T2) pairs and judges every patch: real pair or not;
+# - an L1 term (weight 100) that pulls the output towards the true T2; the adversarial term keeps
+#   it sharp where L1 alone would blur.
+
+# %%
+pairs = make_modality_pairs(NUM_PAIRS + 16, image_size=PAIR_SIZE, contrasts=("t1", "t2"), seed=tut.seed)
+t1 = np.clip(pairs["t1"], 0, 1.2) / 0.6 - 1.0  # MR about [0, 1.2] -> [-1, 1]
+t2 = np.clip(pairs["t2"], 0, 1.2) / 0.6 - 1.0
+t1_train, t2_train, t1_test, t2_test = t1[:NUM_PAIRS], t2[:NUM_PAIRS], t1[NUM_PAIRS:], t2[NUM_PAIRS:]
+unet = models.get("pix2pix-generator", input_shape=(PAIR_SIZE, PAIR_SIZE, 1), output_channels=1, filters=(32, 64, 128))
+patch_critic = models.get("patchgan-discriminator", input_shape=(PAIR_SIZE, PAIR_SIZE, 1), target_channels=1,
+                          filters=(32, 64, 128))
+# The trainer hands its discriminator one tensor, the (T1, T2) channels side by side; the zoo's
+# PatchGAN takes them as two inputs, so a two-line wrapper splits the channels again.
+pair = keras.Input((PAIR_SIZE, PAIR_SIZE, 2), name="t1_t2_pair")
+critic = keras.Model(pair, patch_critic([pair[..., :1], pair[..., 1:]]), name="patch_critic")
+pix2pix = Pix2PixTrainer(unet, critic, l1_weight=L1_WEIGHT, seed=tut.seed)
+pix2pix.compile(generator_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
+                discriminator_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5))
+
+
+def test_l1():
+    """Mean absolute error of synthetic vs true T2 on the held-out heads, and the synthetic images.
+
+    pix2pix runs its generator at test time as in training (Isola et al. 2017, section 3.3): dropout
+    on, BatchNorm with the statistics of the test batch (which also spares a short run the running
+    averages, which need hundreds of steps to settle).
+    """
+    synthetic = keras.ops.convert_to_numpy(unet(t1_test, training=True))
+    return float(np.mean(np.abs(synthetic - t2_test))), synthetic
+
+
+l1_before, _ = test_l1()
+train_pairs = tf.data.Dataset.from_tensor_slices({"image": t1_train, "target": t2_train})
+train_pairs = train_pairs.shuffle(NUM_PAIRS, seed=tut.seed).batch(16)
+p2p_history = pix2pix.fit(train_pairs, epochs=P2P_EPOCHS, verbose=2).history
+l1_after, synthetic_t2 = test_l1()
+identity_l1 = float(np.mean(np.abs(t1_test - t2_test)))  # "synthesis" by copying the T1 image
+print(f"test L1 (T2 scaled to [-1, 1]): untrained {l1_before:.3f}, copy T1 {identity_l1:.3f}, pix2pix {l1_after:.3f}")
+
+fig, axes = plt.subplots(3, 6, figsize=(10, 5.4))
+for col in range(6):
+    for row, (batch, name) in enumerate(((t1_test, "T1 (input)"), (synthetic_t2, "synthetic T2"), (t2_test, "true T2"))):
+        axes[row, col].imshow(batch[col, ..., 0], cmap="gray", vmin=-1, vmax=1)
+        axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
+        axes[row, 0].set_ylabel(name, fontsize=9)
+tut.save_figure(fig, "pix2pix_t1_to_t2.png")
+
+# %% [markdown]
+# ## What we learned
+# - A GAN learns to generate by competition; its losses show the balance of the game, not the
+#   quality of the images, so judge samples by other means (histograms here; FID on real projects).
+# - Conditional GANs turn synthesis into translation: the input image fixes the anatomy and the
+#   network only has to learn how each tissue looks in the other contrast.
+# - The L1 term does most of the work early on; the adversarial term is what keeps textures and
+#   edges sharp later.
+#
+# Try next:
+# 1. Train the DCGAN with ``gan_loss="least_squares"`` or ``"wasserstein"`` (with ``discriminator_steps=5``).
+#    Do the curves and samples behave differently?
+# 2. Set ``L1_WEIGHT = 0`` (adversarial only) and then train with L1 only (a plain U-Net regression,
+#    ``unet.compile(loss="mae")``). Compare sharpness and the lesion visibility in T2.
+# 3. Synthesise CT from T1 (``contrasts=("t1", "ct")``): why is the skull easy and the air/bone
+#    boundary the hard part?
+# 4. Mode collapse: shrink the generator (``filters=(32, 16, 8)``) and look at the sample diversity.
+
+# %%
+tut.finish(
+    {"histogram_distance_untrained": histogram_before, "histogram_distance_trained": histogram_after,
+     "final_d_loss": gan_history["d_loss"][-1], "pix2pix_l1_untrained": l1_before,
+     "copy_t1_l1": identity_l1, "pix2pix_l1_trained": l1_after, "pix2pix_train_l1_first": p2p_history["l1"][0],
+     "pix2pix_train_l1_last": p2p_history["l1"][-1]},
+    expect={
+        "histogram_distance_trained": ("<=", 0.9 * histogram_before),  # generated intensities move towards real ones
+        "pix2pix_train_l1_last": ("<=", 0.75 * p2p_history["l1"][0]),  # the translation is being learned
+        "pix2pix_l1_trained": ("<=", 0.8 * l1_before),  # and it carries over to unseen heads
+    },
+)
