@@ -134,7 +134,7 @@ def train_chunk(x, target, h, c):
         prediction, h, c = predictor([x, h, c], training=True)
         loss = tf.reduce_mean((prediction - target) ** 2)
     grads = tape.gradient(loss, predictor.trainable_weights)
-    optimizer.apply_gradients(zip(grads, predictor.trainable_weights))
+    optimizer.apply_gradients(zip(grads, predictor.trainable_weights, strict=True))
     return loss, h, c
 
 
