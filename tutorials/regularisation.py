@@ -197,7 +197,7 @@ print(f"MC dropout: accuracy {mc_correct.mean():.3f}; mean entropy when right {e
 order = np.argsort(entropy)
 shown = np.concatenate([order[:4], order[-4:]])  # the 4 most certain and the 4 most uncertain
 fig = plt.figure(figsize=(12, 5.2))
-grid = fig.add_gridspec(2, 6)
+grid = fig.add_gridspec(2, 7)
 for n, i in enumerate(shown):
     ax = fig.add_subplot(grid[n // 4, n % 4])
     ax.imshow(x_test[i, :, :, 0], cmap="gray", vmin=0, vmax=1)
@@ -205,7 +205,7 @@ for n, i in enumerate(shown):
     ax.set_title(f"{'certain' if n < 4 else 'UNCERTAIN'} H={entropy[i]:.2f}\ntrue {class_names[y_test[i]]}\n"
                  f"pred {class_names[guess]}", fontsize=7, color="black" if guess == y_test[i] else "red")
     ax.axis("off")
-ax = fig.add_subplot(grid[:, 4:])
+ax = fig.add_subplot(grid[:, 5:])  # column 4 left empty: room for the axis label
 bins = np.linspace(0, np.log(num_classes), 16)
 ax.hist(entropy[mc_correct], bins=bins, alpha=0.6, density=True, label="correct")
 ax.hist(entropy[~mc_correct], bins=bins, alpha=0.6, density=True, label="wrong")
