@@ -50,10 +50,10 @@ TAGGER_SIGNALS = tut.pick(256, 96)
 TAGGER_LENGTH = 300  # 3 s
 TAGGER_EPOCHS = tut.pick(15, 8)
 # CNN-LSTM on cine MR
-CINE_SEQUENCES = tut.pick(400, 64)
+CINE_SEQUENCES = tut.pick(400, 32)
 CINE_FRAMES = tut.pick(16, 8)
 CINE_SIZE = 32
-CINE_EPOCHS = tut.pick(15, 3)
+CINE_EPOCHS = tut.pick(15, 2)
 LEARNING_RATE = 1e-2
 
 # %% [markdown]
