@@ -32,17 +32,17 @@ import numpy as np  # noqa: E402
 import models  # noqa: E402
 from data_utils import augment, preprocess  # noqa: E402
 from data_utils.datasets import slice_dataset, to_xy  # noqa: E402
-from data_utils.synthetic.pelvic import PELVIC_LABELS, make_pelvic_case  # noqa: E402
+from data_utils.synthetic.pelvic import PELVIC_LABELS, make_pelvic_case, threshold_baseline  # noqa: E402
 from training.losses import DiceCELoss  # noqa: E402
 from training.metrics import evaluate_segmentation  # noqa: E402
 
-NUM_CASES = tut.pick(16, 6)  # patients; split by case into train / validation / test
+NUM_CASES = tut.pick(16, 8)  # patients; split by case into train / validation / test
 NUM_VAL, NUM_TEST = tut.pick((2, 4), (1, 1))
-VOLUME_SHAPE = tut.pick((24, 80, 80), (16, 64, 64))  # (D, H, W) voxels per case
-SPACING = (3.0, 1.5, 1.5)  # mm: thick axial slices, fine in-plane, as in prostate MR
+VOLUME_SHAPE = tut.pick((24, 80, 80), (16, 48, 48))  # (D, H, W) voxels per case
+SPACING = tut.pick((3.0, 1.5, 1.5), (3.0, 2.0, 2.0))  # mm: thick axial slices, finer in-plane, as in prostate MR
 DEPTH = 3  # down-samplings: H and W must be divisible by 2**DEPTH
 BASE_FILTERS = tut.pick(16, 8)  # channels of the first level, doubled at every level
-EPOCHS = tut.pick(25, 6)
+EPOCHS = tut.pick(25, 7)
 BATCH_SIZE = tut.pick(8, 4)  # --quick: smaller batches give more weight updates for the same compute
 LEARNING_RATE = 3e-3
 MIN_FOREGROUND = 1  # train on slices that show some anatomy (test on ALL slices)
@@ -99,12 +99,16 @@ tut.save_figure(fig, "sample_slice.png")
 # ``slice_dataset`` cuts the volumes into axial slices and batches them. Augmentation moves image and
 # label together: a left-right flip (the pelvis is roughly symmetric) and a small affine (rotation,
 # scale, shift) in one resampling; labels are resampled by nearest neighbour so they stay integers.
+# Intensity steps (gamma, contrast) change the image only: a bladder must stay a bladder when the
+# next scanner makes urine a little darker.
 # We never flip anterior-posterior: the bladder is always in front of the rectum.
 
 # %%
 chain = augment.Compose([
     augment.Flip(axes=(1,), prob=0.5),
     augment.Affine(prob=0.8, rotation=0.15, scale=0.1, translation=4.0),
+    augment.Gamma(prob=0.5, gamma_range=(0.7, 1.5)),  # intensity steps: MR contrast varies between scanners
+    augment.Contrast(prob=0.5, factor=(0.8, 1.2)),
 ])
 train_ds = slice_dataset(train_cases, BATCH_SIZE, seed=tut.seed, augment=chain,
                          min_foreground=MIN_FOREGROUND).map(to_xy)
@@ -196,6 +200,11 @@ tut.save_figure(fig, "loss_curves.png")
 # - **HD95** (mm): for every point on the predicted surface, the distance to the nearest point on the
 #   true surface (and vice versa); HD95 is the 95th percentile of those distances. Dice hardly notices
 #   a small blob of false positives far away; HD95 does, which is why both are reported.
+# A structure the network misses completely gets Dice 0 and a large fixed HD95 (the metric's
+# empty-mask rule). In ``--quick`` mode, trained on six patients for a few epochs, this happens to
+# the prostate of some test patients: it is small and close in intensity to the surrounding muscle,
+# and a 2D slice does not show that it lies BELOW the bladder. More patients and epochs (the full
+# run) or a 3D network fix it.
 
 # %%
 def predict_volume(model: keras.Model, image: np.ndarray) -> np.ndarray:
@@ -214,6 +223,10 @@ for upsampling, model in trained.items():
         dice = np.mean([r["dice"][name] for r in reports[upsampling]])
         hd95 = np.mean([r["hd95_mm"][name] for r in reports[upsampling]])
         print(f"{upsampling:9s} {name:9s}: Dice {dice:.3f}, HD95 {hd95:5.1f} mm")
+
+# The bar to beat: the best per-voxel intensity thresholds, fitted on the same training patients.
+baseline_dice = float(threshold_baseline(train_cases, test_cases, num_classes=NUM_CLASSES)["mean_dice"])
+print(f"intensity-threshold baseline: test mean Dice {baseline_dice:.3f} (a U-Net must use shape and context)")
 
 best = "transpose"
 test_case = test_cases[0]
@@ -288,6 +301,8 @@ mean_hd95 = {k: float(np.mean([r["mean_hd95_mm"] for r in v])) for k, v in repor
 results = {
     "test_mean_dice": mean_dice["transpose"],
     "test_mean_hd95_mm": mean_hd95["transpose"],
+    "threshold_baseline_dice": baseline_dice,
+    "dice_gain_over_threshold": mean_dice["transpose"] - baseline_dice,
     "final_train_loss": histories["transpose"]["loss"][-1],
     "params_2d_transpose": param_counts["transpose"],
     "params_2d_resize": param_counts["resize"],
@@ -296,4 +311,9 @@ results = {
     **({"test_mean_dice_resize": mean_dice["resize"]} if "resize" in mean_dice else {}),
     **results_3d,
 }
-tut.finish(results, expect={"test_mean_dice": (">=", tut.pick(0.7, 0.4))})
+# --quick (6 training patients, 7 epochs) measured test mean Dice 0.83 / 0.58 (threshold baseline 0.27 /
+# 0.43) for seeds 0 / 1; with so few patients the small prostate is sometimes missed (Dice 0, seed 1).
+tut.finish(results, expect={
+    "test_mean_dice": (">=", tut.pick(0.7, 0.45)),
+    "dice_gain_over_threshold": (">=", tut.pick(0.2, 0.05)),
+})
