@@ -13,7 +13,7 @@ What you will learn:
 Data: synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``) for the
 DCGAN; registered T1/T2 head slices (``data_utils.synthetic.make_modality_pairs``) for pix2pix.
 
-Run it:  ``python tutorials/gan.py [--quick]``  (about 3 min on a laptop CPU; ``--quick`` ~20 s).
+Run it:  ``python tutorials/gan.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
 A few minutes of CPU training give rough images; the point is the mechanics and the curves.
 """
 
