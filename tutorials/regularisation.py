@@ -37,7 +37,8 @@ from training import regularization  # noqa: E402
 
 IMAGE_SIZE = 32
 NUM_TRAIN = tut.pick(160, 120)  # small on purpose: easy to overfit
-NUM_TEST = tut.pick(300, 200)
+NUM_VAL = tut.pick(150, 100)  # watched by early stopping and the validation curves
+NUM_TEST = tut.pick(300, 200)  # touched only to report the final numbers
 EPOCHS = tut.pick(60, 20)
 BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
@@ -53,15 +54,18 @@ MC_SAMPLES = tut.pick(30, 10)  # stochastic forward passes for MC dropout
 # %% [markdown]
 # ## Data: a small training set
 # A network with tens of thousands of weights and only a hundred-odd images can memorise them. We
-# keep a larger test set to see how well it generalises. (In a real study early stopping would
-# watch a separate validation split, not the test set; here the two roles are merged to save time.)
+# keep a validation set, which early stopping watches while training, and a separate test set that
+# is used only once, at the end, to report how well each network generalises. (Choosing the epoch on
+# the test set would make the test score optimistic: it would no longer be unseen data.)
 
 # %%
 images, labels, class_names = make_ultrasound_dataset(NUM_TRAIN + NUM_TEST, image_size=IMAGE_SIZE, seed=tut.seed)
 x_train, y_train = images[:NUM_TRAIN], labels[:NUM_TRAIN]
 x_test, y_test = images[NUM_TRAIN:], labels[NUM_TRAIN:]
+# The validation images come from their own seed: new images, never seen in training or testing.
+x_val, y_val, _ = make_ultrasound_dataset(NUM_VAL, image_size=IMAGE_SIZE, seed=tut.seed + 1000)
 num_classes = len(class_names)
-y_train_1h, y_test_1h = np.eye(num_classes, dtype="float32")[y_train], np.eye(num_classes, dtype="float32")[y_test]
+y_train_1h, y_val_1h = np.eye(num_classes, dtype="float32")[y_train], np.eye(num_classes, dtype="float32")[y_val]
 
 
 def build(dropout=0.0, seed=tut.seed):
@@ -81,7 +85,7 @@ def accuracy(model, x, y):
 baseline = build()
 baseline.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="categorical_crossentropy", metrics=["accuracy"])
 base_history = baseline.fit(x_train, y_train_1h, epochs=EPOCHS, batch_size=BATCH_SIZE,
-                            validation_data=(x_test, y_test_1h), verbose=0).history
+                            validation_data=(x_val, y_val_1h), verbose=0).history
 base_train_acc, base_test_acc = accuracy(baseline, x_train, y_train), accuracy(baseline, x_test, y_test)
 print(f"baseline: train accuracy {base_train_acc:.3f}, test accuracy {base_test_acc:.3f}")
 
@@ -150,7 +154,7 @@ regularised.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING), metrics=["accuracy"])
 callbacks = [regularization.WeightNoise(stddev=WEIGHT_NOISE, seed=tut.seed),
              regularization.early_stopping("val_loss", mode="min", patience=PATIENCE)]
-reg_history = regularised.fit(train_ds, epochs=EPOCHS, validation_data=(x_test, y_test_1h), callbacks=callbacks,
+reg_history = regularised.fit(train_ds, epochs=EPOCHS, validation_data=(x_val, y_val_1h), callbacks=callbacks,
                               verbose=0).history
 stopped_after = len(reg_history["loss"])
 reg_train_acc, reg_test_acc = accuracy(regularised, x_train, y_train), accuracy(regularised, x_test, y_test)
