@@ -14,8 +14,8 @@ What you will learn:
 Data: synthetic T2-weighted pelvic MR volumes (``data_utils.synthetic.pelvic``) with three labelled
 structures: 1 bladder, 2 prostate, 3 rectum. They are made in memory from a seed: nothing is downloaded.
 
-Run it:  ``python tutorials/unet_segmentation.py [--quick]``  (roughly 10-20 min on a laptop CPU: two
-2D U-Nets and a 3D one; ``--quick`` ~20 s, one small 2D model for a few epochs).
+Run it:  ``python tutorials/unet_segmentation.py [--quick]``  (a few minutes on a laptop CPU: two
+2D U-Nets and a short 3D run; ``--quick`` ~20 s, one small 2D model for a few epochs).
 """
 
 # %%
@@ -36,17 +36,17 @@ from data_utils.synthetic.pelvic import PELVIC_LABELS, make_pelvic_case, thresho
 from training.losses import DiceCELoss  # noqa: E402
 from training.metrics import evaluate_segmentation  # noqa: E402
 
-NUM_CASES = tut.pick(16, 8)  # patients; split by case into train / validation / test
+NUM_CASES = tut.pick(12, 8)  # patients; split by case into train / validation / test
 NUM_VAL, NUM_TEST = tut.pick((2, 4), (1, 1))
 VOLUME_SHAPE = tut.pick((24, 80, 80), (16, 48, 48))  # (D, H, W) voxels per case
 SPACING = tut.pick((3.0, 1.5, 1.5), (3.0, 2.0, 2.0))  # mm: thick axial slices, finer in-plane, as in prostate MR
 DEPTH = 3  # down-samplings: H and W must be divisible by 2**DEPTH
 BASE_FILTERS = tut.pick(16, 8)  # channels of the first level, doubled at every level
-EPOCHS = tut.pick(25, 7)
+EPOCHS = tut.pick(10, 7)
 BATCH_SIZE = tut.pick(8, 4)  # --quick: smaller batches give more weight updates for the same compute
 LEARNING_RATE = 3e-3
 MIN_FOREGROUND = 1  # train on slices that show some anatomy (test on ALL slices)
-EPOCHS_3D = tut.pick(15, 0)  # 3D training only in the full run
+EPOCHS_3D = tut.pick(4, 0)  # 3D training only in the full run
 NUM_CLASSES = len(PELVIC_LABELS)
 STRUCTURES = {name: value for value, name in PELVIC_LABELS.items() if value > 0}  # scored structures
 
