@@ -24,7 +24,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from training import _trainer_base as base
+from training import trainer_base as base
 from training import losses
 
 GAN_LOSSES = losses.GAN_KINDS

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import diffusion
-from training import _trainer_base as base
+from training import trainer_base as base
 from training import losses
 
 

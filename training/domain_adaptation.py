@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from training import _trainer_base as base
+from training import trainer_base as base
 from training import losses
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from training import _trainer_base as base
+from training import trainer_base as base
 
 WEIGHTINGS = ("fixed", "uncertainty")
 

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from data_utils import spatial
-from training import _trainer_base as base
+from training import trainer_base as base
 from training import losses
 
 SIMILARITIES = {

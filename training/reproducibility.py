@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 import sys
 from importlib import metadata
 
@@ -51,12 +50,11 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
     seed = int(seed)
     # Only child processes read PYTHONHASHSEED; setting it keeps subprocess workers consistent.
     os.environ["PYTHONHASHSEED"] = str(seed)
-    random.seed(seed)
-    np.random.seed(seed)
 
     import keras
 
-    keras.utils.set_random_seed(seed)  # also seeds tf.random and Keras' global SeedGenerator
+    # Seeds Python's `random`, NumPy's global generator, tf.random and Keras' global SeedGenerator.
+    keras.utils.set_random_seed(seed)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
         from tensorflow.python.framework import config as tf_config

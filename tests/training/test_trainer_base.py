@@ -1,11 +1,11 @@
-"""Tests for training/_trainer_base.py: global-batch scaling, EMA, ramps, batch unpacking."""
+"""Tests for training/trainer_base.py: global-batch scaling, EMA, ramps, batch unpacking."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import _trainer_base as base
+from training import trainer_base as base
 
 
 def test_global_mean_share_of_per_sample_losses_on_one_device():
