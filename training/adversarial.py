@@ -116,7 +116,7 @@ class _AdversarialTrainer(base.Trainer):
                 alpha = tf.random.stateless_uniform(shape, seed=base.stateless_seed(self.seed_generator))
                 penalty = losses.gradient_penalty(critic, real, fake, alpha=alpha)
                 share += self.gp_weight * base.global_mean_share(penalty, global_batch, local_batch)
-            scaled = self.discriminator_optimizer.scale_loss(share)
+            scaled = base.scaled_objective(self.discriminator_optimizer, share, self.discriminator)
         base.apply_gradients(
             self.discriminator_optimizer, tape, scaled, self.discriminator.trainable_variables
         )
@@ -206,7 +206,7 @@ class GANTrainer(_AdversarialTrainer):
         with tf.GradientTape() as tape:
             fake_logits_g = self.discriminator(self.generator(noise(), training=True), training=True)
             g_share = generator_share(self.gan_loss, fake_logits_g, local_batch, global_batch)
-            scaled = self.generator_optimizer.scale_loss(g_share)
+            scaled = base.scaled_objective(self.generator_optimizer, g_share, self.generator)
         base.apply_gradients(self.generator_optimizer, tape, scaled, self.generator.trainable_variables)
 
         return self.log(shares={
@@ -291,7 +291,7 @@ class Pix2PixTrainer(_AdversarialTrainer):
             adv_share = generator_share(self.gan_loss, fake_logits, local_batch, global_batch)
             l1_share = base.global_mean_share(losses.l1_loss(target, fake), global_batch)
             g_share = adv_share + self.l1_weight * l1_share
-            scaled = self.generator_optimizer.scale_loss(g_share)
+            scaled = base.scaled_objective(self.generator_optimizer, g_share, self.generator)
         base.apply_gradients(self.generator_optimizer, tape, scaled, self.generator.trainable_variables)
         return self.log(shares={"d_loss": d_share, "g_loss": g_share, "g_adv": adv_share, "l1": l1_share})
 

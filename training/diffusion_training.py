@@ -102,7 +102,7 @@ class DiffusionTrainer(base.Trainer):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             share = self._loss_share(self.network, data, training=True)
-            scaled = self.optimizer.scale_loss(share)
+            scaled = base.scaled_objective(self.optimizer, share, self.network)
         base.apply_gradients(self.optimizer, tape, scaled, self.network.trainable_variables)
         base.ema_update(self.ema_network.weights, self.network.weights, self.ema_decay)
         return self.log(shares={"loss": share})

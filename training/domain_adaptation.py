@@ -145,7 +145,9 @@ class DANNTrainer(base.Trainer):
             domain_loss = losses.cross_entropy(domains, domain_logits, from_logits=True)
             domain_share = base.global_mean_share(domain_loss, all_global)
             total = label_share + self.domain_weight * domain_share
-            scaled = self.optimizer.scale_loss(total)
+            scaled = base.scaled_objective(
+                self.optimizer, total, self.feature_extractor, self.label_classifier, self.domain_classifier
+            )
         base.apply_gradients(self.optimizer, tape, scaled, self.trainable_variables)
 
         predicted_domain = tf.cast(tf.reshape(base.to_float(domain_logits), [-1]) > 0.0, tf.int32)

@@ -182,7 +182,7 @@ class MILTrainer(base.Trainer):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             loss, accuracy = self._objective(data, training=True)
-            scaled = self.optimizer.scale_loss(loss)
+            scaled = base.scaled_objective(self.optimizer, loss, self.network)
         base.apply_gradients(self.optimizer, tape, scaled, self.network.trainable_variables)
         return self.log(shares={"loss": loss, "accuracy": accuracy})
 

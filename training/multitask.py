@@ -152,7 +152,7 @@ class MultiTaskTrainer(base.Trainer):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             total, shares, values = self._objective(data, training=True)
-            scaled = self.optimizer.scale_loss(total)
+            scaled = base.scaled_objective(self.optimizer, total, self.network)
         base.apply_gradients(self.optimizer, tape, scaled, self.trainable_variables)
         return self.log(shares={"loss": total, **shares}, values=values)
 
@@ -230,7 +230,7 @@ class TaskConditionedTrainer(base.Trainer):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             total, sums, counts = self._objective(data, training=True)
-            scaled = self.optimizer.scale_loss(total)
+            scaled = base.scaled_objective(self.optimizer, total, self.network)
         base.apply_gradients(self.optimizer, tape, scaled, self.network.trainable_variables)
         return self._log_tasks(total, sums, counts)
 

@@ -147,7 +147,7 @@ class RegistrationTrainer(base.Trainer):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             total, shares = self._objective(data, training=True)
-            scaled = self.optimizer.scale_loss(total)
+            scaled = base.scaled_objective(self.optimizer, total, self.network)
         base.apply_gradients(self.optimizer, tape, scaled, self.network.trainable_variables)
         return self.log(shares={"loss": total, **shares})
 

@@ -203,7 +203,7 @@ class MeanTeacher(base.Trainer):
             supervised = base.global_mean_share(self.supervised_loss(labels, predictions), labelled_global)
             consistency = base.global_mean_share(self._consistency(all_images), all_global)
             loss = supervised + weight * consistency
-            scaled = self.optimizer.scale_loss(loss)
+            scaled = base.scaled_objective(self.optimizer, loss, self.student)
         base.apply_gradients(self.optimizer, tape, scaled, self.student.trainable_variables)
 
         # The teacher follows the student after every update (step already incremented).

@@ -30,7 +30,7 @@ import math
 import keras
 import tensorflow as tf
 
-from training.distribute import compute_average_loss
+from training.distribute import compute_average_loss, scale_for_replicas
 
 # --------------------------------------------------------------------------------------------
 # Distribution helpers (work in a replica context, and outside any strategy)
@@ -280,6 +280,35 @@ def maybe_loss_scale(optimizer, dtype_policy_name: str):
     ):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def penalty_share(*networks: keras.Layer) -> tf.Tensor:
+    """This replica's share of the weight penalties and ``add_loss`` terms of ``networks``.
+
+    ``network.losses`` holds the L1/L2 kernel penalties (e.g. from
+    ``training.regularization.add_weight_penalty`` or a ``kernel_regularizer``) and activity terms of
+    the latest call. They are a mean-free total, so like ``sum(model.losses)`` in ``fit()`` they are
+    divided by the number of replicas. Read it inside the ``GradientTape``, after the forward pass.
+
+    Returns:
+        A float32 scalar (0 when the networks have no penalties).
+    """
+    terms = [tf.cast(term, tf.float32) for network in networks for term in network.losses]
+    if not terms:
+        return tf.constant(0.0, tf.float32)
+    return scale_for_replicas(tf.add_n(terms))
+
+
+def scaled_objective(optimizer, share, *networks: keras.Layer):
+    """The value to differentiate: ``share`` plus the networks' penalties, loss-scaled for float16.
+
+    Args:
+        optimizer: the optimiser that will apply the gradients (``LossScaleOptimizer`` under
+            ``mixed_float16``; other optimisers return the loss unchanged).
+        share: this replica's share of the global-batch loss (see :func:`global_mean_share`).
+        *networks: the networks being updated; their weight penalties join the objective.
+    """
+    return optimizer.scale_loss(share + penalty_share(*networks))
 
 
 def apply_gradients(optimizer, tape: tf.GradientTape, scaled_loss, variables) -> None:

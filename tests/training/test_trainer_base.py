@@ -106,3 +106,35 @@ def test_check_positive_messages():
         base.check_positive(0.0, "w", "T")
     with pytest.raises(ValueError, match=">= 0"):
         base.check_positive(float("nan"), "w", "T", allow_zero=True)
+
+
+def _dense_net(l2=0.0):
+    inputs = keras.Input((3,))
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    outputs = keras.layers.Dense(2, kernel_initializer="ones", kernel_regularizer=regularizer)(inputs)
+    return keras.Model(inputs, outputs)
+
+
+def test_penalty_share_sums_the_networks_weight_penalties():
+    net = _dense_net(l2=0.5)
+    net(np.zeros((1, 3), "float32"))
+    # L2(0.5) on a 3x2 kernel of ones: 0.5 * 6
+    assert float(base.penalty_share(net)) == pytest.approx(3.0)
+    assert float(base.penalty_share(_dense_net())) == 0.0
+
+
+def test_weight_penalties_reach_the_trainers_updates(rng):
+    """A kernel regulariser on a trained network must shrink its weights (it did not count before)."""
+    from training import losses
+    from training.multitask import MultiTaskTrainer
+
+    x = rng.normal(size=(8, 3)).astype("float32")
+    data = {"image": x, "out": np.zeros((8, 2), "float32")}
+    kernels = {}
+    for l2 in (0.0, 10.0):
+        keras.utils.set_random_seed(0)
+        trainer = MultiTaskTrainer(_dense_net(l2), {"out": losses.mse_loss})
+        trainer.compile(keras.optimizers.SGD(0.01))
+        trainer.fit(data, batch_size=8, epochs=1, verbose=0)
+        kernels[l2] = np.abs(trainer.network.layers[-1].kernel.numpy()).sum()
+    assert kernels[10.0] < kernels[0.0] - 0.5  # 0.01 * 2 * 10 * 1 shrinks each of 6 weights by 0.2
