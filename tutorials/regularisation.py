@@ -49,7 +49,7 @@ LABEL_SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
 WEIGHT_NOISE = 0.005
 PATIENCE = tut.pick(15, 8)  # early stopping: epochs without val-loss improvement
-MC_SAMPLES = tut.pick(30, 10)  # stochastic forward passes for MC dropout
+MC_SAMPLES = tut.pick(30, 6)  # stochastic forward passes for MC dropout
 
 # %% [markdown]
 # ## Data: a small training set
