@@ -39,13 +39,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import yaml
+
+from data_utils.io import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKING = ROOT / "coursework" / "marking"
@@ -216,9 +217,7 @@ def protected_files(root: Path = ROOT) -> list[str]:
 def write_checksums(path: Path, root: Path = ROOT) -> Path:
     """Record the SHA-256 of every protected file (``sha256sum -c`` format). Lecturer's tool."""
     lines = [f"{sha256(root / rel)}  {rel}" for rel in protected_files(root)]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    _atomic_write(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -385,10 +384,7 @@ def write_reports(out: Path, title: str, items: list[Item], total: float, elapse
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _junit_xml(title: str, items: list[Item], elapsed: float) -> str:

@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Sequence
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from data_utils.io import atomic_write
 
 T = TypeVar("T")
 
@@ -264,18 +265,8 @@ def save_config(cfg: Any, path: str | os.PathLike, *, extra: dict[str, Any] | No
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
     else:
         raise ConfigError(f"{path}: config files must end in .yaml, .yml or .json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the destination then rename, so a crash never leaves half a config file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------- command line
