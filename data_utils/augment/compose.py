@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from data_utils.registry import REGISTRY
 from data_utils.augment.seeding import _batch_size, as_seed, batch_seed, spatial_rank, split_seed
 from data_utils.augment.intensity import (
     bias_field,
@@ -126,12 +127,12 @@ Cutout = _spec("Cutout", Augmentation, cutout)
 MixUp = _spec("MixUp", BatchAugmentation, mixup)
 CutMix = _spec("CutMix", BatchAugmentation, cutmix)
 
-AUGMENTATIONS = {
-    cls.__name__: cls
-    for cls in (Flip, Rot90, Affine, Elastic, BiasField, RicianNoise, GaussianNoise, SpeckleNoise, Gamma,
-                Brightness, Contrast, HistogramShift, GibbsRinging, KSpaceSpikes, GaussianBlur,
-                LowResolution, Cutout, MixUp, CutMix)
-}
+# Every configured step by name in the kit's registry (category "augmentation"): "flip", "affine",
+# "bias_field", ... (the class name in snake_case), so configs and command lines can name them.
+for _cls in (Flip, Rot90, Affine, Elastic, BiasField, RicianNoise, GaussianNoise, SpeckleNoise, Gamma,
+             Brightness, Contrast, HistogramShift, GibbsRinging, KSpaceSpikes, GaussianBlur,
+             LowResolution, Cutout, MixUp, CutMix):
+    REGISTRY.register("augmentation", _cls.function.__name__.replace("random_", ""), _cls)
 
 
 class Compose:
