@@ -140,8 +140,11 @@ class Compose:
 
     Geometric steps move image and label together (image linear, label nearest: it stays integer
     with the same classes); consecutive geometric steps are FUSED into one resampling (flips,
-    rotations, affines and elastic fields are composed into one sampling grid first). Intensity
-    steps change the image only. Other keys pass through unchanged.
+    rotations, affines and elastic fields are composed into one sampling grid first) as long as
+    their ``padding`` agrees: a step with another padding starts a new resampling, so every step
+    fills what it moves in with its own padding, exactly as when applied one by one. (Flips and
+    90-degree rotations move nothing in, so they join any run.) Intensity steps change the image
+    only. Other keys pass through unchanged.
 
     Args:
         transforms: list of :class:`Augmentation` objects, applied in order.
@@ -203,13 +206,19 @@ class Compose:
             # Elastic fields are realised here, outside XLA: their matrix products run faster
             # on oneDNN than under XLA on CPU.
             transforms = [realize_transform(t.draw_transform(s, batch, shape), shape) for t, s in pending]
-            paddings = [t.padding for t, _ in pending if not t.exact]
+            padding = run_padding()
             resample = _resample_xla if self.jit_compile else _resample
-            return resample(image, label, transforms, paddings[0] if paddings else "border",
-                            "linear" if paddings else "nearest")
+            return resample(image, label, transforms, padding or "border",
+                            "nearest" if padding is None else "linear")
+
+        def run_padding():
+            return next((t.padding for t, _ in pending if not t.exact), None)
 
         for i, t in enumerate(self.transforms):
             if t.kind == "spatial":
+                if not t.exact and run_padding() not in (None, t.padding):
+                    image, label = flush(image, label)  # one grid cannot pad two ways
+                    pending = []
                 pending.append((t, seeds[i]))
                 continue
             image, label = flush(image, label)
