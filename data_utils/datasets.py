@@ -256,24 +256,17 @@ def _check_volumes(volumes: Sequence[dict], need_label: bool = True) -> None:
 
 
 def _apply_augment(ds: tf.data.Dataset, chain, seed: int) -> tf.data.Dataset:
-    """Apply an augmentation chain to each batch with a fresh stateless seed per batch.
+    """Apply an augmentation chain to each batch with a fresh stateless seed per batch and epoch.
 
-    ``chain`` is a ``data_utils.augment.Compose`` (or a list of augmentations), mapped with
-    ``augment.apply_to_dataset``, or any callable ``chain(element, seed) -> element``, which gets the
-    same per-batch seeds: ``Dataset.random(seed)`` advances every batch and every epoch, so no two
-    batches share a draw and nothing random is frozen at trace time.
+    ``chain`` is a ``data_utils.augment.Compose``, a list of augmentations, or any callable
+    ``chain(element, seed) -> element``; the seeds come from ``augment.apply_to_dataset`` (the
+    kit's one seeding path), so no two batches share a draw and nothing is frozen at trace time.
     """
     if chain is None:
         return ds
-    if isinstance(chain, (augment_lib.Compose, list, tuple)):
-        return augment_lib.apply_to_dataset(ds, chain, int(seed))
-    if not callable(chain):
+    if not (callable(chain) or isinstance(chain, (list, tuple))):
         raise TypeError(f"`augment` must be an augment.Compose, a list of augmentations or a callable, got {chain!r}.")
-    base = augment_lib.as_seed(int(seed))
-    randoms = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
-    return tf.data.Dataset.zip((randoms, ds)).map(
-        lambda r, element: chain(element, augment_lib.batch_seed(base, r)), num_parallel_calls=AUTOTUNE
-    )
+    return augment_lib.apply_to_dataset(ds, chain, int(seed), num_parallel_calls=AUTOTUNE)
 
 
 def _finish(ds, batch_size, *, shuffle, seed, shuffle_buffer, augment, drop_remainder, repeat):

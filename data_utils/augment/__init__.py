@@ -33,8 +33,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from data_utils.augment.seeding import (  # noqa: E402
     as_seed,
     batch_seed,
+    replica_id,
     spatial_rank,
     split_seed,
+    stateless_seed,
 )
 from data_utils.augment.intensity import (  # noqa: E402
     bias_field,

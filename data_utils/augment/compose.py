@@ -244,13 +244,17 @@ def apply_to_dataset(dataset, chain, seed, num_parallel_calls=tf.data.AUTOTUNE, 
 
     Args:
         dataset: batched dataset of dicts with ``"image"`` ``(B, *spatial, C)`` (and ``"label"``).
-        chain: a :class:`Compose` or a list of augmentations.
+        chain: a :class:`Compose`, a list of augmentations, or any callable
+            ``chain(element, seed) -> element`` (it gets the same per-batch seeds).
         seed: int (or shape-[2] tensor when ``new_randomness_each_epoch=False``).
 
     Returns:
         The augmented dataset.
     """
-    chain = chain if isinstance(chain, Compose) else Compose(chain)
+    if isinstance(chain, (list, tuple)):
+        chain = Compose(chain)
+    if not callable(chain):
+        raise TypeError(f"`chain` must be an augment.Compose, a list of augmentations or a callable, got {chain!r}.")
     base = as_seed(seed)
     if new_randomness_each_epoch:
         if not isinstance(seed, (int, np.integer)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from data_utils.augment.seeding import as_seed
+from data_utils.augment.seeding import stateless_seed
 from data_utils.augment.compose import (
     Affine,
     BiasField,
@@ -52,13 +52,13 @@ class RandomAugmentation(keras.layers.Layer):
     def call(self, inputs, training=True):
         if not training:
             return inputs
-        seed = self.seed_generator.next()
+        # A new seed per call, and per replica under a tf.distribute strategy.
+        seed = stateless_seed(self.seed_generator)
         if isinstance(inputs, dict):
             return Compose([self.augmentation])(inputs, seed)
         if self.augmentation.kind == "batch":
             raise ValueError(f"{type(self).__name__} needs a dict input with 'image' and 'label'.")
-        out = self.augmentation(inputs, as_seed(seed))
-        return out
+        return self.augmentation(inputs, seed)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -177,6 +177,15 @@ for label, strat in (("one", tf.distribute.get_strategy()), ("two", strategy)):
             h = gan.fit(gan_ds, epochs=2, verbose=0, shuffle=False)
         out[f"gan_{runner}_{label}"] = summary(h, gan)
 
+# Augmentation layers: each replica draws its own noise for its part of the batch.
+from data_utils import augment
+with strategy.scope():
+    noise = augment.RandomGaussianNoise(seed=3, std=1.0, sample_std=False)
+per_replica = strategy.run(tf.function(lambda: noise(tf.zeros((2, 8, 8, 1)), training=True)))
+a, b = [v.numpy() for v in strategy.experimental_local_results(per_replica)]
+out["augment_replica_max_difference"] = float(np.abs(a - b).max())
+out["augment_replica_std"] = [float(a.std()), float(b.std())]
+
 m = regressor()  # built outside the mirrored scope
 m.compile(optimizer="sgd", loss="mse")
 try:
@@ -198,6 +207,13 @@ def _assert_same_run(a: dict, b: dict, rtol=1e-5, atol=1e-6):
     for key in a["history"]:
         np.testing.assert_allclose(a["history"][key], b["history"][key], rtol=rtol, atol=atol, err_msg=key)
     np.testing.assert_allclose(a["weights"], b["weights"], rtol=rtol, atol=atol)
+
+
+@pytest.mark.slow
+def test_augmentation_layers_draw_different_randomness_on_each_replica(mirrored):
+    # Same seed generator, same (zero) input on both replicas: the noise must still differ.
+    assert mirrored["augment_replica_max_difference"] > 0.5
+    assert mirrored["augment_replica_std"] == pytest.approx([1.0, 1.0], abs=0.25)
 
 
 @pytest.mark.slow

@@ -28,3 +28,13 @@ def test_layers_augment_in_training_only_and_round_trip(tmp_path, rng):
     np.testing.assert_array_equal(out["image"].numpy(), data[:, ::-1, ::-1])
     with pytest.raises(ValueError, match="dict"):
         augment.RandomMixUp(num_classes=2)(data)
+
+
+def test_stateless_seed_is_fresh_per_call_and_folds_in_the_replica():
+    import keras
+
+    gen = keras.random.SeedGenerator(7)
+    a, b = augment.stateless_seed(gen).numpy(), augment.stateless_seed(gen).numpy()
+    assert a.shape == (2,) and a.dtype == np.int32 and not np.array_equal(a, b)
+    assert int(augment.replica_id()) == 0  # outside a strategy
+    # Under MirroredStrategy each replica folds in its index: see tests/training/test_distribute.py.
