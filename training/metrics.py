@@ -32,6 +32,8 @@ import numpy as np
 from keras import ops
 from scipy import ndimage
 
+from training.losses.core import to_one_hot
+
 # ----------------------------------------------------------------------------------------------
 # Overlap
 # ----------------------------------------------------------------------------------------------
@@ -226,14 +228,24 @@ def surface_distances(pred, truth, spacing=None) -> tuple[np.ndarray, np.ndarray
     return to_truth, to_pred
 
 
-def _empty_case(pred: np.ndarray, truth: np.ndarray, spacing) -> float | None:
-    """The empty-mask rule for distances: 0 if both empty, the diagonal if one is, else ``None``."""
+def _distance_metrics(pred, truth, spacing, percentile: float = 95.0) -> tuple[float, float, str | None]:
+    """Percentile Hausdorff distance and ASSD from one surface-distance computation, empty rule applied.
+
+    Returns:
+        ``(hausdorff_mm, assd_mm, empty)`` with ``empty`` ``"both"``, ``"truth"`` or ``"prediction"``
+        where the empty-mask rule gave the distances (0 if both are empty, the diagonal if one is),
+        else ``None``.
+    """
+    pred, truth = _binary_pair(pred, truth)
     has_pred, has_truth = bool(pred.any()), bool(truth.any())
-    if has_pred and has_truth:
-        return None
     if not has_pred and not has_truth:
-        return 0.0
-    return worst_case_distance(pred.shape, spacing)
+        return 0.0, 0.0, "both"
+    if not (has_pred and has_truth):
+        worst = worst_case_distance(pred.shape, spacing)
+        return worst, worst, "truth" if has_pred else "prediction"
+    to_truth, to_pred = surface_distances(pred, truth, spacing)
+    hausdorff = float(max(np.percentile(to_truth, percentile), np.percentile(to_pred, percentile)))
+    return hausdorff, float(np.concatenate([to_truth, to_pred]).mean()), None
 
 
 def hausdorff_distance(pred, truth, spacing=None, *, percentile: float = 95.0) -> float:
@@ -250,12 +262,7 @@ def hausdorff_distance(pred, truth, spacing=None, *, percentile: float = 95.0) -
     Returns:
         float, mm.
     """
-    pred, truth = _binary_pair(pred, truth)
-    empty = _empty_case(pred, truth, spacing)
-    if empty is not None:
-        return empty
-    to_truth, to_pred = surface_distances(pred, truth, spacing)
-    return float(max(np.percentile(to_truth, percentile), np.percentile(to_pred, percentile)))
+    return _distance_metrics(pred, truth, spacing, percentile)[0]
 
 
 def hd95(pred, truth, spacing=None) -> float:
@@ -274,12 +281,7 @@ def average_surface_distance(pred, truth, spacing=None) -> float:
     Returns:
         float, mm.
     """
-    pred, truth = _binary_pair(pred, truth)
-    empty = _empty_case(pred, truth, spacing)
-    if empty is not None:
-        return empty
-    to_truth, to_pred = surface_distances(pred, truth, spacing)
-    return float(np.concatenate([to_truth, to_pred]).mean())
+    return _distance_metrics(pred, truth, spacing)[1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,14 +336,10 @@ def evaluate_segmentation(pred, truth, spacing=None, labels=None) -> dict:
         p, t = pred == value, truth == value
         report["dice"][name] = dice_score(p, t)
         report["iou"][name] = iou_score(p, t)
-        empty = _empty_case(p, t, spacing)
-        if empty is None:
-            to_truth, to_pred = surface_distances(p, t, spacing)
-            report["hd95_mm"][name] = float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
-            report["asd_mm"][name] = float(np.concatenate([to_truth, to_pred]).mean())
-        else:
-            report["hd95_mm"][name] = report["asd_mm"][name] = empty
-            report["empty"][name] = "both" if not (p.any() or t.any()) else ("truth" if p.any() else "prediction")
+        # HD95 and ASD share one surface-distance computation (the costly part).
+        report["hd95_mm"][name], report["asd_mm"][name], empty = _distance_metrics(p, t, spacing, 95.0)
+        if empty is not None:
+            report["empty"][name] = empty
     for key in ("dice", "iou", "hd95_mm", "asd_mm"):
         values = list(report[key].values())
         report[f"mean_{key}"] = float(np.mean(values))
@@ -499,18 +497,6 @@ def target_registration_error(moved_points, fixed_points, spacing=None) -> np.nd
 # ----------------------------------------------------------------------------------------------
 
 
-def _one_hot_truth(y_true, num_classes: int, pred_rank: int):
-    """Integer labels ``(B, *spatial)`` / ``(B, *spatial, 1)`` or one-hot ``(B, *spatial, K)`` -> one-hot."""
-    y_true = ops.convert_to_tensor(y_true)
-    if len(y_true.shape) == pred_rank and (y_true.shape[-1] == num_classes and num_classes > 1):
-        return ops.cast(y_true, "float32")
-    if len(y_true.shape) == pred_rank:
-        y_true = ops.squeeze(y_true, axis=-1)
-    if num_classes == 1:
-        return ops.expand_dims(ops.cast(y_true > 0.5, "float32"), -1)
-    return ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype="float32")
-
-
 @keras.saving.register_keras_serializable(package="medkit")
 class DiceMetric(keras.metrics.Metric):
     """Hard Dice over a whole epoch, per class and averaged, for ``compile(metrics=[...])``.
@@ -555,7 +541,9 @@ class DiceMetric(keras.metrics.Metric):
             pred = ops.cast(y_pred > 0.5, "float32")
         else:
             pred = ops.one_hot(ops.argmax(y_pred, axis=-1), self.num_classes, dtype="float32")
-        truth = _one_hot_truth(y_true, self.num_classes, rank)
+        truth = to_one_hot(y_true, self.num_classes, rank)
+        if self.num_classes == 1:
+            truth = ops.cast(truth > 0.5, "float32")  # hard Dice: a soft mask counts where it is > 0.5
         if sample_weight is not None:
             weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,) + (1,) * (rank - 1))
             pred, truth = pred * weight, truth * weight

@@ -305,3 +305,30 @@ def test_dice_metric_in_fit_and_serialisation(tmp_path, rng):
     assert logs["dice"] == pytest.approx(M.dice_score(pred == 1, labels == 1), abs=1e-5)
     restored = keras.metrics.deserialize(keras.metrics.serialize(M.DiceMetric(num_classes=4, class_ids=[1, 3])))
     assert isinstance(restored, M.DiceMetric) and restored.class_ids == [1, 3] and restored.num_classes == 4
+
+
+def test_evaluate_segmentation_reports_what_hd95_and_asd_compute():
+    truth = np.zeros((6, 20, 20), np.int32)
+    truth[2:4, 5:12, 5:12] = 1
+    truth[1:5, 14:18, 3:9] = 2
+    pred = np.roll(truth, 2, axis=2)
+    pred[pred == 2] = 0  # structure 2 missed: the empty-mask rule applies
+    spacing = (3.0, 1.0, 0.5)
+    report = M.evaluate_segmentation(pred, truth, spacing, labels={"a": 1, "b": 2})
+    for name, value in (("a", 1), ("b", 2)):
+        assert report["hd95_mm"][name] == M.hd95(pred == value, truth == value, spacing)
+        assert report["asd_mm"][name] == M.average_surface_distance(pred == value, truth == value, spacing)
+    assert report["hd95_mm"]["a"] == pytest.approx(2 * 0.5) and report["empty"] == {"b": "prediction"}
+
+
+def test_dice_metric_reads_labels_as_the_losses_do():
+    """One-hot conversion is training.losses.to_one_hot; one sigmoid channel is thresholded at 0.5."""
+    from training import losses
+
+    soft = np.array([[[0.2], [0.7]]], "float32")  # (1, 2, 1): a soft foreground mask
+    metric = M.DiceMetric(num_classes=1, include_background=True)
+    metric.update_state(soft, np.array([[[0.9], [0.8]]], "float32"))
+    assert float(metric.result()) == pytest.approx(2 * 1 / (1 + 2))
+    with pytest.raises(ValueError, match="channels"):
+        M.DiceMetric(num_classes=3).update_state(np.zeros((1, 2, 2, 2)), np.zeros((1, 2, 2, 3), "float32"))
+    np.testing.assert_array_equal(np.asarray(losses.to_one_hot(np.array([[1, 0]]), 2, 3)), [[[0, 1], [1, 0]]])
