@@ -3,7 +3,7 @@
 Three layouts the course's real data comes in:
 
 - **a folder of image/label pairs** named by a pattern, e.g. ``case000_img.nii.gz`` +
-  ``case000_mask.nii.gz`` (:func:`folder_cases`, which is :func:`data_utils.datasets.find_cases`),
+  ``case000_mask.nii.gz`` (:func:`data_utils.datasets.find_cases`),
   or two folders with the same file names, ``images/x.nii.gz`` + ``labels/x.nii.gz`` (:func:`paired_folder_cases`);
 - **the Medical Segmentation Decathlon** (:func:`read_decathlon`): ``dataset.json``, ``imagesTr/``,
   ``labelsTr/``, ``imagesTs/``; multi-modal tasks store 4D images (e.g. prostate: T2 and ADC), so
@@ -46,11 +46,6 @@ DECATHLON_JSON = "dataset.json"
 # --------------------------------------------------------------------------------------------
 # Folders
 # --------------------------------------------------------------------------------------------
-
-
-def folder_cases(folder, image_suffix: str = "_img", label_suffix: str = "_mask", require_labels: bool = True) -> list[Case]:
-    """Image/label pairs in one folder by name pattern (``<case><image_suffix>.nii.gz``); see :func:`data_utils.datasets.find_cases`."""
-    return find_cases(folder, image_suffix=image_suffix, label_suffix=label_suffix, require_labels=require_labels)
 
 
 def _strip_suffixes(name: str) -> str:

@@ -87,7 +87,6 @@ def test_loss_scaling_on_one_replica():
     weighted = distribute.compute_average_loss(per_sample, sample_weight=tf.constant([1.0, 0.0, 0.0, 1.0]))
     assert float(weighted) == pytest.approx(7.0 / 4.0)
     assert float(distribute.scale_for_replicas(5.0)) == 5.0
-    assert float(distribute.unscale_for_replicas(5.0)) == 5.0
 
 
 def test_shard_by_data_sets_the_policy():
@@ -136,8 +135,6 @@ except RuntimeError as err:
 run = lambda fn: float(strategy.reduce("SUM", strategy.run(fn), axis=None))
 out["average_loss_sum"] = run(lambda: distribute.compute_average_loss(tf.fill([4], 3.0)))
 out["scaled_sum"] = run(lambda: distribute.scale_for_replicas(tf.constant(2.0)))
-out["unscaled"] = float(strategy.experimental_local_results(
-    strategy.run(lambda: distribute.unscale_for_replicas(tf.constant(2.0))))[0])
 out["keras_loss_sum"] = run(lambda: keras.losses.MeanSquaredError()(tf.zeros((4, 1)), tf.ones((4, 1))))
 
 rng = np.random.default_rng(0)
@@ -222,7 +219,6 @@ def test_mirrored_strategy_over_two_logical_cpus(mirrored):
     assert "before TensorFlow creates" in mirrored["reconfigure_error"]
     assert mirrored["average_loss_sum"] == pytest.approx(3.0)
     assert mirrored["scaled_sum"] == pytest.approx(2.0)
-    assert mirrored["unscaled"] == pytest.approx(4.0)
     # Keras 3 loss objects already divide by the replica count (so do not scale them again).
     assert mirrored["keras_loss_sum"] == pytest.approx(1.0)
     assert "strategy.scope()" in mirrored["outside_scope_error"]
