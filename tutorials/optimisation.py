@@ -55,7 +55,7 @@ print(f"{len(x)} aspirates, {x.shape[1]} features")
 
 def build(widths=WIDTHS, batch_norm=False):
     keras.utils.set_random_seed(tut.seed)  # same initial weights every time
-    return models.get("mlp", input_shape=(x.shape[1],), num_outputs=1, widths=widths, task="binary",
+    return models.get("mlp", input_shape=(x.shape[1],), num_classes=1, widths=widths, task="binary",
                       batch_norm=batch_norm)
 
 
