@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from data_utils import augment as augment_lib  # noqa: E402
-from data_utils import io, preprocess  # noqa: E402
-from data_utils.io import DataError  # noqa: E402
+from data_utils import augment as augment_lib
+from data_utils import io, preprocess
+from data_utils.io import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 

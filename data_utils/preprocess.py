@@ -22,16 +22,14 @@ The two agree: each ``_tf`` op gives the NumPy function's result on every sample
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from scipy import ndimage
 
-from data_utils import io  # noqa: E402
+from data_utils import io
 
 # (centre, width) in Hounsfield units of common CT display windows.
 CT_WINDOWS = {

@@ -33,9 +33,7 @@ import json
 import os
 import socket
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,11 +26,7 @@ stated in each docstring.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from data_utils.augment.seeding import (  # noqa: E402
+from data_utils.augment.seeding import (
     as_seed,
     batch_seed,
     replica_id,
@@ -38,7 +34,7 @@ from data_utils.augment.seeding import (  # noqa: E402
     split_seed,
     stateless_seed,
 )
-from data_utils.augment.intensity import (  # noqa: E402
+from data_utils.augment.intensity import (
     bias_field,
     brightness,
     contrast,
@@ -52,15 +48,15 @@ from data_utils.augment.intensity import (  # noqa: E402
     smooth,
     speckle_noise,
 )
-from data_utils.augment.kspace import (  # noqa: E402
+from data_utils.augment.kspace import (
     gibbs_ringing,
     kspace_spikes,
 )
-from data_utils.augment.mixing import (  # noqa: E402
+from data_utils.augment.mixing import (
     cutmix,
     mixup,
 )
-from data_utils.augment.spatial import (  # noqa: E402
+from data_utils.augment.spatial import (
     draw_affine,
     draw_elastic,
     draw_flip,
@@ -71,7 +67,7 @@ from data_utils.augment.spatial import (  # noqa: E402
     realize_transform,
     rot90,
 )
-from data_utils.augment.compose import (  # noqa: E402
+from data_utils.augment.compose import (
     Affine,
     apply_to_dataset,
     Augmentation,
@@ -97,7 +93,7 @@ from data_utils.augment.compose import (  # noqa: E402
     SpatialAugmentation,
     SpeckleNoise,
 )
-from data_utils.augment.layers import (  # noqa: E402
+from data_utils.augment.layers import (
     RandomAffine,
     RandomAugmentation,
     RandomBiasField,
