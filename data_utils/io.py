@@ -65,6 +65,37 @@ def atomic_write(path, write: Callable[[str], object], suffix: str = "") -> Path
     return path
 
 
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` so readers see the old file or the new one, never half of it.
+
+    Args:
+        path: destination file; its folder is created if missing.
+        text: the whole new content.
+    """
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, write)
+
+
+def atomic_save_weights(model, path) -> Path:
+    """``model.save_weights(path)`` through a temporary file and ``os.replace``.
+
+    Keras 3 weight files hold every variable the model tracks, optimiser state included.
+
+    Args:
+        model: a built ``keras.Model``.
+        path: destination ending in ``.weights.h5``.
+    """
+    if not str(path).endswith(".weights.h5"):
+        raise ValueError(f"weights path must end with '.weights.h5' (Keras 3 rule); got {str(path)!r}")
+    return atomic_write(path, model.save_weights, ".weights.h5")
+
+
 @dataclasses.dataclass
 class Volume:
     """A volume and where it sits in the world.

@@ -1,5 +1,8 @@
 """Callbacks that make long runs safe: atomic checkpoints with resume, a NaN stop, a CSV log, loss curves.
 
+Files are written with ``data_utils.io``'s atomic writers; each callback below says in one line why
+it is kept instead of its Keras counterpart.
+
 They work with ``model.fit(...)`` and with the explicit loop ``training.loop.train(...)`` alike::
 
     callbacks = [
@@ -34,62 +37,14 @@ import time
 import keras
 import numpy as np
 
-from data_utils.io import atomic_write
+from data_utils.io import atomic_save_weights, atomic_write, atomic_write_text
+from training.trainer_base import build_optimizers
 from training.distribute import is_chief
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic file writing
+# Weight checks
 # --------------------------------------------------------------------------------------------
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half of it.
-
-    Args:
-        path: destination file; its folder is created if missing.
-        text: the whole new content.
-    """
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, write)
-
-
-def atomic_save_weights(model: keras.Model, path: str) -> None:
-    """``model.save_weights(path)`` through a temporary file and ``os.replace``.
-
-    Keras 3 weight files hold every variable the model tracks, optimiser state included.
-
-    Args:
-        model: a built ``keras.Model``.
-        path: destination ending in ``.weights.h5``.
-    """
-    if not path.endswith(".weights.h5"):
-        raise ValueError(f"weights path must end with '.weights.h5' (Keras 3 rule); got {path!r}")
-    atomic_write(path, model.save_weights, ".weights.h5")
-
-
-# --------------------------------------------------------------------------------------------
-# Optimisers and weight checks
-# --------------------------------------------------------------------------------------------
-def build_optimizers(model: keras.Model) -> None:
-    """Create every optimiser variable of ``model`` now (needed before loading or training under a strategy).
-
-    Uses the trainer's own ``build_optimizers()`` when it has one (the kit's trainers do), otherwise
-    builds ``model.optimizer`` on ``model.trainable_variables``.
-    """
-    if hasattr(model, "build_optimizers") and callable(model.build_optimizers):
-        model.build_optimizers()
-        return
-    optimizer = getattr(model, "optimizer", None)
-    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
-        with model.distribute_strategy.scope():
-            optimizer.build(model.trainable_variables)
-
-
 def weights_are_finite(model: keras.Model) -> bool:
     """True if no trainable or non-trainable weight of ``model`` holds a NaN or an infinity."""
     for weight in model.weights:
@@ -265,6 +220,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 class StopOnNaN(keras.callbacks.Callback):
     """Stop training at the first NaN/inf loss, naming the epoch and batch where it happened.
 
+    Kept instead of ``keras.callbacks.TerminateOnNaN``, which watches only ``logs["loss"]`` (not a
+    trainer's ``d_loss``/``g_loss``) and leaves no record of where and why it stopped.
+
     Put it first in the callback list. Checkpoints are not overwritten afterwards: the
     :class:`CheckpointStore` refuses non-finite losses and weights.
 
@@ -326,6 +284,9 @@ def read_history_csv(path: str) -> dict[str, list[float]]:
 
 class AtomicCSVLogger(keras.callbacks.Callback):
     """Write the epoch logs to a CSV file, rewriting it atomically after every epoch.
+
+    Kept instead of ``keras.callbacks.CSVLogger``, which appends in place (a kill leaves half a row)
+    and, resumed with ``append=True``, writes the epochs after the checkpoint a second time.
 
     On resume, rows for epochs after the resumed epoch are replaced, so the file never holds the
     same epoch twice (list it after :class:`ResumableCheckpoint`, which sets the resumed epoch).

@@ -121,6 +121,21 @@ def ema_update(targets, sources, decay) -> None:
     ctx.merge_call(cross_replica, args=(targets, sources))
 
 
+def build_optimizers(model: keras.Model) -> None:
+    """Create every optimiser variable of ``model`` now (needed before loading or training under a strategy).
+
+    Uses the trainer's own ``build_optimizers()`` when it has one (the kit's trainers do), otherwise
+    builds ``model.optimizer`` on ``model.trainable_variables``.
+    """
+    if hasattr(model, "build_optimizers") and callable(model.build_optimizers):
+        model.build_optimizers()
+        return
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
+        with model.distribute_strategy.scope():
+            optimizer.build(model.trainable_variables)
+
+
 def sigmoid_rampup(step, rampup_steps) -> tf.Tensor:
     """``exp(-5 (1 - t)^2)`` with ``t = min(step / rampup_steps, 1)`` (Laine & Aila 2017); 1 if no ramp.
 

@@ -143,3 +143,53 @@ def test_atomic_write_replaces_the_file_or_leaves_it_untouched(tmp_path):
         io.atomic_write(path, half_written)
     assert path.read_text() == "second"
     assert os.listdir(path.parent) == ["note.txt"]  # no temporary left behind
+
+
+# ---- atomic writers ----------------------------------------------------------------------------
+
+
+def _weights_model():
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+
+
+def test_atomic_write_text_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "sub" / "a.txt"
+    io.atomic_write_text(str(path), "first")
+    io.atomic_write_text(str(path), "second")
+    assert path.read_text() == "second"
+    assert os.listdir(path.parent) == ["a.txt"]  # no temporary left behind
+
+
+def test_atomic_write_text_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "a.txt"
+    io.atomic_write_text(str(path), "good")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write_text(str(path), "half")
+    assert path.read_text() == "good"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_atomic_save_weights_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
+    model = _weights_model()
+    path = str(tmp_path / "m.weights.h5")
+    io.atomic_save_weights(model, path)
+    before = Path(path).read_bytes()
+
+    def half_written(filepath, *args, **kwargs):
+        Path(filepath).write_bytes(b"\x89HDF partial")
+        raise KeyboardInterrupt  # as if killed mid-write
+
+    monkeypatch.setattr(model, "save_weights", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_save_weights(model, path)
+    assert Path(path).read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.weights.h5"]
+    with pytest.raises(ValueError, match=".weights.h5"):
+        io.atomic_save_weights(model, str(tmp_path / "m.h5"))

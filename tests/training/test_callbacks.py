@@ -34,67 +34,6 @@ def _data(rng, n=32):
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic writing
-# --------------------------------------------------------------------------------------------
-def test_atomic_write_text_replaces_the_whole_file(tmp_path):
-    path = tmp_path / "sub" / "a.txt"
-    cb.atomic_write_text(str(path), "first")
-    cb.atomic_write_text(str(path), "second")
-    assert path.read_text() == "second"
-    assert os.listdir(path.parent) == ["a.txt"]  # no temporary left behind
-
-
-def test_atomic_write_text_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
-    path = tmp_path / "a.txt"
-    cb.atomic_write_text(str(path), "good")
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(cb.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        cb.atomic_write_text(str(path), "half")
-    assert path.read_text() == "good"
-    assert os.listdir(tmp_path) == ["a.txt"]
-
-
-def test_atomic_save_weights_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
-    model = _model()
-    path = str(tmp_path / "m.weights.h5")
-    cb.atomic_save_weights(model, path)
-    before = Path(path).read_bytes()
-
-    def half_written(filepath, *args, **kwargs):
-        Path(filepath).write_bytes(b"\x89HDF partial")
-        raise KeyboardInterrupt  # as if killed mid-write
-
-    monkeypatch.setattr(model, "save_weights", half_written)
-    with pytest.raises(KeyboardInterrupt):
-        cb.atomic_save_weights(model, path)
-    assert Path(path).read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["m.weights.h5"]
-    with pytest.raises(ValueError, match=".weights.h5"):
-        cb.atomic_save_weights(model, str(tmp_path / "m.h5"))
-
-
-def test_build_optimizers_builds_the_model_optimizer_or_defers_to_the_trainer():
-    model = _model()
-    assert not model.optimizer.built
-    cb.build_optimizers(model)
-    assert model.optimizer.built
-    assert len(model.optimizer.variables) > 1  # iterations + Adam moments
-
-    class WithOwnBuilder(keras.Model):
-        calls = 0
-
-        def build_optimizers(self):
-            WithOwnBuilder.calls += 1
-
-    cb.build_optimizers(WithOwnBuilder())
-    assert WithOwnBuilder.calls == 1
-
-
-# --------------------------------------------------------------------------------------------
 # CheckpointStore
 # --------------------------------------------------------------------------------------------
 def test_checkpoint_store_round_trip_includes_optimizer_state(tmp_path):
