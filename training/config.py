@@ -330,12 +330,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(_option_name(f.name), **kwargs)
 
 
-def config_from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
-    """Resolve a config from parsed arguments: defaults, then ``--config`` file, then options.
+def config_from_namespace(cls: type[T], namespace: argparse.Namespace, presets: dict | None = None) -> T:
+    """Resolve a config from parsed arguments: defaults, ``--config`` file, presets, then options.
 
     Args:
         cls: the config dataclass.
         namespace: result of ``parser.parse_args`` on a parser extended by :func:`add_arguments`.
+        presets: ``{flag: {field: value}}``; a preset whose flag is set in ``namespace`` (e.g.
+            ``--quick``) is applied after the file and before the typed options, which win.
 
     Returns:
         A ``cls`` instance.
@@ -347,6 +349,9 @@ def config_from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
     config_file = getattr(namespace, "config", None)
     if config_file:
         base = load_config(cls, config_file)
+    for flag, values in (presets or {}).items():
+        if getattr(namespace, flag, False):
+            base = from_dict(cls, values, source=f"--{flag.replace('_', '-')}", base=base)
     names = {f.name for f in dataclasses.fields(cls)}
     overrides = {k: v for k, v in vars(namespace).items() if k in names}
     return from_dict(cls, overrides, source="command line", base=base)
@@ -358,6 +363,7 @@ def parse_args(
     *,
     description: str | None = None,
     parser: argparse.ArgumentParser | None = None,
+    presets: dict | None = None,
 ) -> T:
     """Parse the command line into a ``cls`` instance (see :func:`add_arguments` for the options).
 
@@ -367,17 +373,22 @@ def parse_args(
         cls: the config dataclass.
         argv: arguments (default: ``sys.argv[1:]``).
         description: text for ``--help``.
-        parser: an existing parser to extend (e.g. one that already has ``--quick``).
+        parser: an existing parser to extend.
+        presets: ``{flag: {field: value}}``: each becomes a ``--flag`` option that applies its values
+            (e.g. ``{"quick": QUICK}`` for ``--quick``); see :func:`config_from_namespace`.
 
     Returns:
         A ``cls`` instance.
     """
     if parser is None:
         parser = argparse.ArgumentParser(description=description)
+    for flag in presets or {}:
+        parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, action="store_true",
+                            help=f"apply the {flag} preset: {', '.join(f'{k}={v}' for k, v in presets[flag].items())}")
     add_arguments(parser, cls)
     namespace = parser.parse_args(argv)
     try:
-        return config_from_namespace(cls, namespace)
+        return config_from_namespace(cls, namespace, presets)
     except ConfigError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits

@@ -193,3 +193,13 @@ def test_registry_field_takes_its_choices_from_the_registry():
         from_dict(RegistryConfig, {"augment": ["rotate"]})
     with pytest.raises(ValueError, match="not both"):
         field("a", "b", choices=("a",), registry="loss")
+
+
+def test_presets_apply_after_the_file_and_before_typed_options(tmp_path):
+    path = save_config(ExampleConfig(epochs=7, learning_rate=0.5), tmp_path / "run.yaml")
+    quick = {"epochs": 1, "mode": "3d"}
+    cfg = parse_args(ExampleConfig, ["--config", str(path), "--quick", "--mode", "2d"], presets={"quick": quick})
+    assert (cfg.epochs, cfg.learning_rate, cfg.mode) == (1, 0.5, "2d")
+    assert parse_args(ExampleConfig, [], presets={"quick": quick}).epochs == ExampleConfig().epochs
+    with pytest.raises(SystemExit):
+        parse_args(ExampleConfig, ["--quick"], presets={"quick": {"epochs": "many"}})
