@@ -44,18 +44,23 @@ class ConfigError(ValueError):
     """A config file or value that does not match the dataclass (names the file/field)."""
 
 
-def field(default: Any, help: str, *, choices: Sequence[Any] | None = None) -> Any:  # noqa: A002
-    """A dataclass field with a help text (and optional allowed values) for the command line.
+def field(default: Any, help: str, *, choices: Sequence[Any] | None = None,  # noqa: A002
+          minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A dataclass field with a help text (and optional allowed values or bounds) for the command line.
 
     Args:
         default: default value; lists/dicts are copied per instance.
         help: one line shown by ``--help``.
         choices: allowed values, checked on the command line and when loading a file.
+        minimum, maximum: inclusive bounds of a number (of every element of a list/tuple field),
+            checked where the value is parsed, so ``--steps-per-epoch -5`` stops with one line
+            naming the setting instead of failing later inside training.
 
     Returns:
         A ``dataclasses.field`` carrying the metadata.
     """
-    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None}
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None,
+                "minimum": minimum, "maximum": maximum}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -137,15 +142,22 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_choices(f: dataclasses.Field, value: Any, where: str) -> None:
-    choices = f.metadata.get("choices")
-    if choices is None or value is None:
+    """Refuse a value outside the field's ``choices`` or ``minimum`` / ``maximum``."""
+    if value is None:
         return
     values = value if isinstance(value, (list, tuple)) else [value]
+    choices = f.metadata.get("choices")
+    low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
     for v in values:
-        if v not in choices:
+        if choices is not None and v not in choices:
             raise ConfigError(
                 f"{where}{f.name}: {v!r} is not one of {', '.join(map(str, choices))}"
             )
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if v != v or (low is not None and v < low) or (high is not None and v > high):
+                bounds = " and ".join(b for b in (f">= {low}" if low is not None else "",
+                                                  f"<= {high}" if high is not None else "") if b)
+                raise ConfigError(f"{where}{f.name}: must be {bounds or 'a number'}, got {v!r}")
 
 
 # ----------------------------------------------------------------------------- dict <-> dataclass
@@ -315,12 +327,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(_option_name(f.name), **kwargs)
 
 
-def config_from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
-    """Resolve a config from parsed arguments: defaults, then ``--config`` file, then options.
+def config_from_namespace(cls: type[T], namespace: argparse.Namespace, *,
+                          presets: Sequence[tuple[str, dict[str, Any]]] = ()) -> T:
+    """Resolve a config from parsed arguments: defaults, ``--config`` file, presets, then options.
 
     Args:
         cls: the config dataclass.
         namespace: result of ``parser.parse_args`` on a parser extended by :func:`add_arguments`.
+        presets: ``(name, values)`` layers applied after the file and before the typed options,
+            e.g. ``[("--quick", QUICK)]`` when the user asked for a smoke test (``name`` is used in
+            error messages).
 
     Returns:
         A ``cls`` instance.
@@ -332,6 +348,8 @@ def config_from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
     config_file = getattr(namespace, "config", None)
     if config_file:
         base = load_config(cls, config_file)
+    for name, values in presets:
+        base = from_dict(cls, values, source=name, base=base)
     names = {f.name for f in dataclasses.fields(cls)}
     overrides = {k: v for k, v in vars(namespace).items() if k in names}
     return from_dict(cls, overrides, source="command line", base=base)
