@@ -55,6 +55,10 @@ class CourseworkConfig:
     mode: str = field("2d", "train on 2D axial slices or on 3D patches", choices=MODES)
     patch_size: tuple[int, ...] = field((16, 64, 64), "3D patch (D, H, W) in voxels (mode 3d)", minimum=1)
     patches_per_volume: int = field(8, "3D patches drawn from each training volume per epoch (mode 3d)", minimum=1)
+    train_crop: tuple[int, ...] = field(
+        (), "(H, W) random crop of every training batch of slices (mode 2d; empty = whole slices): "
+        "less computation per step; validation and prediction use whole slices", minimum=1
+    )
     slice_shape: tuple[int, ...] = field(
         (), "(H, W) to centre-pad/crop training slices to, for data whose volumes differ in size "
         "(mode 2d; empty = all volumes share one plane size)", minimum=1
@@ -83,6 +87,8 @@ class CourseworkConfig:
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ValueError("val_fraction and test_fraction must be in (0, 1) and leave cases for training")
+        if self.train_crop and len(self.train_crop) != 2:
+            raise ValueError(f"train_crop must have 2 values (H, W), got {list(self.train_crop)}")
         if self.slice_shape and len(self.slice_shape) != 2:
             raise ValueError(f"slice_shape must have 2 values (H, W), got {list(self.slice_shape)}")
         if self.mode == "3d" and len(self.patch_size) != 3:

@@ -151,11 +151,43 @@ def make_datasets(cfg: CourseworkConfig, train, val, start_epoch: int = 0):
     first = start_epoch * steps
     train_ds = train_ds.skip(first)
     chain = solution.augmentation(cfg)
-    if chain is not None:
+    crop = tuple(cfg.train_crop) if cfg.mode == "2d" else ()
+    if chain is not None or crop:
         base = augment_lib.as_seed(cfg.seed)
+
+        def augment_batch(g, batch):
+            seed = augment_lib.batch_seed(base, g)
+            batch = chain(batch, seed) if chain is not None else batch
+            # The crop comes after the augmentation, so rotated corners fall outside it.
+            return random_crop(batch, crop, tf.random.experimental.stateless_fold_in(seed, 1)) if crop else batch
+
         train_ds = tf.data.Dataset.zip((tf.data.Dataset.range(first, tf.int64.max), train_ds)).map(
-            lambda g, batch: chain(batch, augment_lib.batch_seed(base, g)), num_parallel_calls=tf.data.AUTOTUNE)
+            augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return train_ds.map(datasets.to_xy).prefetch(tf.data.AUTOTUNE), val_ds.map(datasets.to_xy), steps
+
+
+def random_crop(batch: dict, size, seed) -> dict:
+    """One random ``(h, w)`` window of a batch of slices, the same for image and label.
+
+    Args:
+        batch: ``{"image": (B, H, W, 1), "label": (B, H, W), ...}``.
+        size: ``(h, w)``; a slice smaller than that is left whole along that axis.
+        seed: stateless seed, shape ``[2]``.
+
+    Returns:
+        The batch with ``image`` ``(B, h, w, 1)`` and ``label`` ``(B, h, w)``.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(batch["label"])
+    h, w = tf.minimum(shape[1], size[0]), tf.minimum(shape[2], size[1])
+    top = tf.random.stateless_uniform([], seed, 0, shape[1] - h + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 1), 0, shape[2] - w + 1,
+                                       dtype=tf.int32)
+    out = dict(batch)
+    out["image"] = batch["image"][:, top : top + h, left : left + w]
+    out["label"] = batch["label"][:, top : top + h, left : left + w]
+    return out
 
 
 # ----------------------------------------------------------------------------- model
