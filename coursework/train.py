@@ -145,7 +145,8 @@ def make_datasets(cfg: CourseworkConfig, train, val, start_epoch: int = 0):
         train_ds = datasets.patch_dataset(train, cfg.patch_size, cfg.batch_size, seed=cfg.seed, repeat=True,
                                           patches_per_volume=cfg.patches_per_volume)
         val_ds = datasets.patch_dataset(val, cfg.patch_size, cfg.batch_size, seed=cfg.seed + 1,
-                                        patches_per_volume=cfg.patches_per_volume)
+                                        patches_per_volume=cfg.patches_per_volume,
+                                        new_patches_each_epoch=False)  # every epoch scored on the same patches
         samples = len(train) * cfg.patches_per_volume
     steps = cfg.steps_per_epoch or -(-samples // cfg.batch_size)
     first = start_epoch * steps
