@@ -156,6 +156,9 @@ def make_datasets(cfg: CourseworkConfig, train, val, start_epoch: int = 0):
     if chain is not None or crop:
         base = augment_lib.as_seed(cfg.seed)
 
+        # No tensor-dependent Python control flow here: skipping AutoGraph's conversion saves
+        # seconds of tracing at the start of every run.
+        @tf.autograph.experimental.do_not_convert
         def augment_batch(g, batch):
             seed = augment_lib.batch_seed(base, g)
             batch = chain(batch, seed) if chain is not None else batch

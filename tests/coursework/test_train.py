@@ -365,3 +365,59 @@ def test_run_files_are_readable_by_others_and_tensorboard_logs_exist(interrupted
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in (run_dir / "predictions").iterdir())
     events = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert {p.parent.name for p in events} == {"train", "validation"}
+
+
+def _volumes(n=3, shape=(4, 16, 16)):
+    rng = np.random.default_rng(1)
+    volumes = []
+    for i in range(n):
+        label = np.zeros(shape, np.int32)
+        label[:, 3:9, 4:10] = 1 + i % 3
+        volumes.append({"image": rng.normal(size=shape).astype(np.float32), "label": label, "case_id": f"c{i}"})
+    return volumes
+
+
+def test_a_resumed_stream_sees_the_batches_an_uninterrupted_run_sees():
+    cfg = CourseworkConfig(batch_size=4, train_crop=(8, 12))
+    volumes = _volumes()
+    full, _, steps = train.make_datasets(cfg, volumes, volumes[:1])
+    assert steps == 3  # 12 slices in batches of 4
+    resumed, _, _ = train.make_datasets(cfg, volumes, volumes[:1], start_epoch=2)
+    reference = [b for _, b in zip(range(3 * steps), full)][2 * steps:]
+    for (x, y), (xr, yr) in zip(reference, resumed):
+        assert x.shape == (4, 8, 12, 1) and y.shape == (4, 8, 12)
+        np.testing.assert_array_equal(x.numpy(), xr.numpy())
+        np.testing.assert_array_equal(y.numpy(), yr.numpy())
+
+
+def test_random_crop_cuts_one_window_from_image_and_label():
+    import tensorflow as tf
+
+    image = np.arange(2 * 10 * 12, dtype=np.float32).reshape(2, 10, 12, 1)
+    batch = {"image": tf.constant(image), "label": tf.constant(image[..., 0].astype(np.int32)), "case_id": tf.constant([b"a", b"b"])}
+    out = train.random_crop(batch, (4, 20), tf.constant([3, 4]))
+    assert out["image"].shape == (2, 4, 12, 1) and out["label"].shape == (2, 4, 12)  # W smaller than 20: whole
+    np.testing.assert_array_equal(out["image"].numpy()[..., 0], out["label"].numpy())  # the same window
+    top = int(out["label"].numpy()[0, 0, 0]) // 12
+    np.testing.assert_array_equal(out["image"].numpy(), image[:, top : top + 4])
+    again = train.random_crop(batch, (4, 20), tf.constant([3, 4]))
+    np.testing.assert_array_equal(again["image"].numpy(), out["image"].numpy())  # stateless: same seed, same crop
+    tops = {int(train.random_crop(batch, (4, 4), tf.constant([s, 0]))["label"].numpy()[0, 0, 0]) for s in range(20)}
+    assert len(tops) > 3
+
+
+def test_keep_largest_components_drops_detached_islands():
+    from coursework.solution import keep_largest_components
+
+    labels = np.zeros((3, 12, 12), np.int32)
+    labels[:, 1:6, 1:6] = 2  # the organ
+    labels[1, 9:11, 9:11] = 2  # a false-positive island
+    labels[:, 7:9, 1:4] = 1
+    out = keep_largest_components(labels)
+    assert out[1, 9, 9] == 0 and (out[:, 1:6, 1:6] == 2).all() and (out == 1).sum() == (labels == 1).sum()
+    assert out.dtype == np.int32
+
+
+def test_progress_metrics_are_mean_and_per_structure_dice():
+    names = [m.name for m in train.dice_metrics()]
+    assert names == ["dice", "dice_bladder", "dice_prostate", "dice_rectum"]
