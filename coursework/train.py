@@ -45,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from coursework._cli import UserError, run_cli
+from coursework._cli import UserError, import_tensorflow_quietly, run_cli
 from coursework.config import NUM_CLASSES, QUICK, STRUCTURES, CourseworkConfig, build_parser, resolve
 
 SYNTHETIC_DIRS = {CourseworkConfig().data_dir, QUICK["data_dir"]}
@@ -467,6 +467,8 @@ def run(cfg: CourseworkConfig, resume: bool = False, overwrite: bool = False) ->
 def main(argv=None) -> int:
     from training.config import ConfigError
 
+    # The options' choices come from the registry, which loads TensorFlow: hide its start-up notices.
+    import_tensorflow_quietly()
     parser = build_parser("python -m coursework.train", "Train the coursework model")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--resume", action="store_true",
