@@ -185,6 +185,7 @@ def load_cases(
     normalize: str | None = "zscore",
     canonical: bool = True,
     verbose: bool = False,
+    num_classes: int | None = None,
 ) -> list[dict]:
     """Load cases into memory as dicts in the kit's ``(D, H, W)`` layout.
 
@@ -194,6 +195,8 @@ def load_cases(
             voxels, for skull-stripped or masked images) or ``None`` (raw intensities).
         canonical: reorient to RAS+ before transposing to ``(D, H, W) = (z, y, x)``.
         verbose: print one line per case.
+        num_classes: if given, every label map must hold only ``0 .. num_classes - 1`` (a mask
+            with label 7 or -1 stops here, naming the file and the values found).
 
     Returns:
         List of dicts: ``image`` float32 ``(D, H, W)``, ``label`` int32 ``(D, H, W)`` (absent for
@@ -208,12 +211,16 @@ def load_cases(
     volumes = []
     for index, case in enumerate(cases):
         if case.label_path is not None:
-            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=canonical)
+            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=False,
+                                                    num_classes=num_classes)
         else:
             image, label = io.load_nifti(case.image_path), None
-            image = io.to_canonical(image) if canonical else image
+        # Checked before reorienting, so the message shows the shape as stored in the file.
         if image.array.ndim != 3:
             raise DataError(f"{case.image_path}: expected a 3D volume, got shape {image.array.shape}.")
+        if canonical:
+            image = io.to_canonical(image)
+            label = io.to_canonical(label) if label is not None else None
         image = io.to_dhw(image)
         array = image.array
         if normalize is not None:

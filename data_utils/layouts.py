@@ -183,6 +183,7 @@ def load_decathlon_cases(
     modalities: dict[int, str] | None = None,
     normalize: str | None = "zscore",
     canonical: bool = True,
+    num_classes: int | None = None,
 ) -> list[dict]:
     """Load Decathlon cases like :func:`data_utils.datasets.load_cases`, picking one modality of 4D images.
 
@@ -193,6 +194,8 @@ def load_decathlon_cases(
         modalities: channel index -> name map, for ``modality`` given by name.
         normalize: ``"zscore"``, ``"zscore_nonzero"`` or None, as in ``load_cases``.
         canonical: reorient to RAS+ first.
+        num_classes: if given, labels must lie in ``0 .. num_classes - 1`` (e.g.
+            ``len(task.labels)``); others stop with the file and the values found.
 
     Returns:
         List of dicts: ``image`` float32 ``(D, H, W)``, ``label`` int32 ``(D, H, W)`` (when labelled),
@@ -207,7 +210,8 @@ def load_decathlon_cases(
     volumes = []
     for case in cases:
         if case.label_path is not None:
-            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=False)
+            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=False,
+                                                    num_classes=num_classes)
         else:
             image, label = io.load_nifti(case.image_path), None
         array = image.array

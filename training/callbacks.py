@@ -110,7 +110,7 @@ class CheckpointStore:
             )
         return record
 
-    def save(self, model: keras.Model, epoch: int, logs: dict | None = None) -> bool:
+    def save(self, model: keras.Model, epoch: int, logs: dict | None = None, extra: dict | None = None) -> bool:
         """Save ``model`` (and its optimisers) as the state after ``epoch`` completed epochs.
 
         Refuses to save NaN/inf weights or a NaN/inf loss, so the last good checkpoint survives.
@@ -119,16 +119,16 @@ class CheckpointStore:
             model: a built model.
             epoch: number of completed epochs (training resumes at this epoch index).
             logs: the epoch's logs, stored in the index for reference.
+            extra: further JSON-friendly entries for the index (moved into place with it).
 
         Returns:
             True if written, False if refused because something was not finite.
         """
         if not _finite_logs(logs) or not weights_are_finite(model):
-            print(
-                f"[checkpoint] not saving epoch {epoch}: non-finite loss or weights; "
-                f"keeping {self.index_path}",
-                file=sys.stderr,
-            )
+            kept = self.latest() if os.path.exists(self.index_path) else None
+            what = (f"the last good checkpoint (epoch {kept['epoch']}) stays in {self.directory}" if kept
+                    else "no earlier checkpoint exists")
+            print(f"[checkpoint] not saving epoch {epoch}: non-finite loss or weights; {what}", file=sys.stderr)
             return False
         name = f"epoch-{int(epoch):04d}.weights.h5"
         atomic_save_weights(model, os.path.join(self.directory, name))
@@ -137,6 +137,7 @@ class CheckpointStore:
             "weights": name,
             "logs": {k: float(v) for k, v in (logs or {}).items() if _is_number(v)},
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **(extra or {}),
         }
         # The index moves last: until it does, the previous pair (index, weights) is the valid one.
         atomic_write_text(self.index_path, json.dumps(record, indent=2))
@@ -166,6 +167,9 @@ class CheckpointStore:
             n for n in os.listdir(self.directory) if n.startswith("epoch-") and n.endswith(".weights.h5")
         )
         old = [n for n in names if n != keep_name][: max(0, len(names) - self.keep)]
+        # Best-epoch weights other than the one the index names are from epochs no longer best.
+        best = (self.latest() or {}).get("best", {}).get("weights")
+        old += [n for n in os.listdir(self.directory) if n.startswith("best-") and n != best]
         for name in old:
             os.remove(os.path.join(self.directory, name))
 
@@ -189,28 +193,66 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     ``reshuffle_each_iteration`` gives epoch k+1 the order of a fresh run's first epoch, so a
     resumed run matches an uninterrupted one exactly only when the order does not depend on the epoch.
 
+    With ``monitor`` it also keeps the weights of the best epoch so far (lowest ``val_loss``, say)
+    as ``best-epoch-NNNN.weights.h5``, named in the same index: what ``ModelCheckpoint(save_best_only=True)``
+    does, but written atomically and remembered across a resume (a fresh ``ModelCheckpoint`` would
+    forget the best value and overwrite the file with the first resumed epoch).
+
     Args:
         directory: folder for the checkpoints (see :class:`CheckpointStore`).
         keep: number of weight files kept.
         verbose: print a line when resuming.
+        monitor: a log key (``"val_loss"``) whose best epoch is kept; ``None`` keeps none.
+        mode: ``"min"`` or ``"max"``: which direction of ``monitor`` is better.
+
+    Attributes:
+        best: ``None`` or ``{"monitor", "value", "epoch", "weights"}`` of the best epoch so far.
     """
 
-    def __init__(self, directory: str, keep: int = 2, verbose: bool = True):
+    def __init__(self, directory: str, keep: int = 2, verbose: bool = True, monitor: str | None = None,
+                 mode: str = "min"):
         super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"ResumableCheckpoint: mode must be 'min' or 'max'; got {mode!r}")
         self.store = CheckpointStore(directory, keep=keep)
         self.verbose = verbose
+        self.monitor, self.mode = monitor, mode
         self.resumed_from = 0
+        self.best: dict | None = None
+
+    @property
+    def best_weights_path(self) -> str | None:
+        """The weight file of the best epoch so far (``None`` without ``monitor`` or before one)."""
+        return os.path.join(self.store.directory, self.best["weights"]) if self.best else None
 
     def on_train_begin(self, logs=None):
         self.resumed_from = self.store.restore(self.model)
+        record = self.store.latest() if self.resumed_from else None
+        self.best = (record or {}).get("best")
         if self.resumed_from:
             self.model._initial_epoch = self.resumed_from
             if self.verbose:
                 print(f"[checkpoint] resuming after epoch {self.resumed_from} from {self.store.directory}")
 
+    def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        return value < self.best["value"] if self.mode == "min" else value > self.best["value"]
+
     def on_epoch_end(self, epoch, logs=None):
-        if _is_chief(self.model):
-            self.store.save(self.model, epoch + 1, logs)
+        if not _is_chief(self.model):
+            return
+        best = self.best
+        value = (logs or {}).get(self.monitor) if self.monitor else None
+        if value is not None and _is_number(value) and self._improved(float(value)) and weights_are_finite(self.model):
+            best = {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1,
+                    "weights": f"best-epoch-{epoch + 1:04d}.weights.h5"}
+            # Written before the index that names it, so the index never points at a missing file.
+            atomic_save_weights(self.model, os.path.join(self.store.directory, best["weights"]))
+        if self.store.save(self.model, epoch + 1, logs, extra={"best": best} if best else None):
+            self.best = best
 
     def on_train_end(self, logs=None):
         # fit() keeps reading _initial_epoch on later calls; do not leak the resume point into them.
@@ -253,10 +295,11 @@ class StopOnNaN(keras.callbacks.Callback):
                 continue
             if not math.isfinite(value):
                 self.stopped_at = (self._epoch + 1, batch + 1)
+                # What happens to checkpoints is the checkpoint's business (it refuses this
+                # epoch and says what it keeps); this message states only what is known here.
                 self.message = (
                     f"Non-finite {name} = {value} at epoch {self._epoch + 1}, batch {batch + 1}; "
-                    "training stopped, the last good checkpoint is kept. Try a lower learning rate, "
-                    "gradient clipping, or check the data for NaN."
+                    "training stopped. Try a lower learning rate, gradient clipping, or check the data for NaN."
                 )
                 print(f"[StopOnNaN] {self.message}", file=sys.stderr)
                 self.model.stop_training = True
@@ -322,13 +365,15 @@ class AtomicCSVLogger(keras.callbacks.Callback):
         atomic_write_text(self.path, buffer.getvalue())
 
 
-def plot_history(history_csv: str, out_png: str, title: str | None = None) -> str:
+def plot_history(history_csv: str, out_png: str, title: str | None = None, keys=None) -> str:
     """Save the curves of a history CSV as a PNG: one panel per quantity, training and ``val_`` together.
 
     Args:
         history_csv: a file written by :class:`AtomicCSVLogger` (or any CSV with an ``epoch`` column).
         out_png: where to write the figure (written atomically).
         title: figure title; default the CSV's folder name.
+        keys: the quantities to draw (without ``val_``), e.g. ``("loss", "dice")``; default all.
+            Names missing from the CSV are skipped.
 
     Returns:
         ``out_png``.
@@ -342,6 +387,8 @@ def plot_history(history_csv: str, out_png: str, title: str | None = None) -> st
     epochs = columns.pop("epoch")
     names = sorted({k[4:] if k.startswith("val_") else k for k in columns})
     names.sort(key=lambda n: (0 if n == "loss" else 1 if "loss" in n else 2, n))
+    if keys is not None:
+        names = [n for n in keys if n in names]
     if not names:
         raise ValueError(f"{history_csv}: no columns to plot besides 'epoch'")
     ncols = min(3, len(names))
@@ -375,16 +422,23 @@ class LossCurvePlotter(keras.callbacks.Callback):
         history_csv: the CSV written by :class:`AtomicCSVLogger`.
         out_png: the figure to (re)write.
         every: redraw every this many epochs (the last epoch is always drawn).
+        title: figure title (default: the CSV's folder name; pass the run's name when that
+            folder is a temporary one).
+        keys: quantities to draw (see :func:`plot_history`).
     """
 
-    def __init__(self, history_csv: str, out_png: str, every: int = 1):
+    def __init__(self, history_csv: str, out_png: str, every: int = 1, title: str | None = None, keys=None):
         super().__init__()
         self.history_csv, self.out_png, self.every = str(history_csv), str(out_png), max(1, int(every))
+        self.title, self.keys = title, None if keys is None else tuple(keys)
+
+    def _draw(self) -> None:
+        plot_history(self.history_csv, self.out_png, title=self.title, keys=self.keys)
 
     def on_epoch_end(self, epoch, logs=None):
         if _is_chief(self.model) and (epoch + 1) % self.every == 0 and os.path.exists(self.history_csv):
-            plot_history(self.history_csv, self.out_png)
+            self._draw()
 
     def on_train_end(self, logs=None):
         if _is_chief(self.model) and os.path.exists(self.history_csv):
-            plot_history(self.history_csv, self.out_png)
+            self._draw()
