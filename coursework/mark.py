@@ -750,13 +750,14 @@ SAMPLE_HIDDEN_TEST = '''"""Hidden marking test (sample): Dice of the prostate al
 
 import numpy as np
 
-from coursework import scoring
 
+def test_prostate_dice(heldout_scores, record_value):
+    """Mean prostate Dice on the instructor's held-out cases; the scheme's band scores it.
 
-def test_prostate_dice(predictions, heldout_cases, record_value):
-    """Mean prostate Dice on the instructor's held-out cases; the scheme's band scores it."""
-    results = scoring.score_predictions(predictions, heldout_cases)
-    value = float(np.mean([r["dice"]["prostate"] for r in results]))
+    ``heldout_scores``: per-case ``training.metrics.evaluate_segmentation`` results of the validated
+    predictions (fixtures of coursework/marking/fixtures.py; never import from the submission).
+    """
+    value = float(np.mean([r["dice"]["prostate"] for r in heldout_scores]))
     record_value(value)
 '''
 
@@ -1004,7 +1005,7 @@ def mark(args: argparse.Namespace) -> int:
     status = 0
     try:
         heldout = None
-        if {"predict", "predict_repro"} & set(steps) or any(it.suite_dir != PUBLIC_TESTS for it in selected):
+        if {"predict", "predict_repro"} & set(steps):
             heldout = prepare_heldout(scheme, instructor, work, max(60.0, deadline - time.monotonic()))
         run_dir = Path(args.run_dir).resolve() if args.run_dir else None
         if run_dir is not None and not (run_dir / "config.yaml").is_file():

@@ -309,7 +309,8 @@ class Sandbox:
         env = self.env(env_extra)
         spec = {"argv": [str(a) for a in argv], "cwd": str(cwd), "env": env, "uid": self.uid, "gid": self.gid,
                 "limits": vars(self.limits), "namespaces": self.level == "namespaces",
-                "hide": [str(p) for p in self.hide], "expose": [str(p) for p in self.expose]}
+                "hide": [str(p) for p in self.hide], "expose": [str(p) for p in self.expose],
+                "area": str(self.area.resolve())}
         if self.level == "none":
             cmd, popen_env = spec["argv"], env
         else:
@@ -353,11 +354,15 @@ class Sandbox:
 
 
 # ---------------------------------------------------------------------- inside the namespaces
-def _hide_and_expose(hide: list[str], expose: list[str]) -> None:
-    """Cover hidden paths with empty read-only tmpfs mounts; bind exposed paths back read-only."""
+def _hide_and_expose(hide: list[str], expose: list[str], area: str) -> None:
+    """Cover hidden paths with empty read-only tmpfs mounts; bind exposed paths back read-only.
+
+    The sandbox's own area is bound back writable wherever it lies (under ``/tmp`` too).
+    """
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Open the exposed paths before anything is covered: the bind source is then the open file.
     handles = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in expose if os.path.isdir(p)}
+    area_fd = os.open(area, os.O_PATH | os.O_DIRECTORY)
     covered = []
     for path in sorted(set(hide) | {"/root", "/tmp", "/dev/shm"}, key=len):
         if os.path.isdir(path) and not os.path.islink(path):  # inside a covered parent: already gone
@@ -369,6 +374,8 @@ def _hide_and_expose(hide: list[str], expose: list[str]) -> None:
         os.makedirs(path, mode=0o755, exist_ok=True)  # a mount point inside a covering tmpfs
         _mount(f"/proc/self/fd/{handles[path]}", path, None, MS_BIND | MS_REC)
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.makedirs(area, mode=0o755, exist_ok=True)
+    _mount(f"/proc/self/fd/{area_fd}", area, None, MS_BIND)
     for path in covered:
         _mount(None, path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     if shutil.which("ip"):  # loopback up, for tests that talk to a local server; no other network
@@ -395,7 +402,7 @@ def _drop(spec: dict):
 def inside(spec: dict) -> int:
     """Body of ``python -I sandbox.py --inside SPEC``: set up the view, drop to the uid, run, reap."""
     if spec["namespaces"]:
-        _hide_and_expose(spec["hide"], spec["expose"])
+        _hide_and_expose(spec["hide"], spec["expose"], spec["area"])
     try:
         proc = subprocess.Popen(spec["argv"], cwd=spec["cwd"], env=spec["env"], user=spec["uid"], group=spec["gid"],
                                 extra_groups=[], preexec_fn=_drop(spec), stdin=subprocess.DEVNULL)

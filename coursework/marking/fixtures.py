@@ -131,6 +131,40 @@ def run_dir(steps, artifacts) -> Path:
     return artifacts / "run"
 
 
+def scores(pred_dir: Path, heldout_cases) -> list[dict]:
+    """Per-case metrics of a predictions folder, computed once per marking run and shared by the items.
+
+    The metrics come from :func:`coursework.scoring.score_predictions` (validated files, the
+    lecturer's ``training.metrics``); a contract problem fails the test with its reason.
+    """
+    cache = _env_path("MARKING_WORK_DIR") / "scores" / f"{Path(pred_dir).name}.json"
+    if not cache.is_file():
+        try:
+            found = {"results": scoring.score_predictions(pred_dir, heldout_cases)}
+        except scoring.PredictionError as err:
+            found = {"error": str(err)}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(found))
+        os.replace(tmp, cache)
+    found = json.loads(cache.read_text())
+    if "error" in found:
+        pytest.fail(f"the predictions cannot be scored: {found['error']}")
+    return found["results"]
+
+
+@pytest.fixture(scope="session")
+def heldout_scores(predictions, heldout_cases) -> list[dict]:
+    """Per-case metrics (``evaluate_segmentation`` dicts) of the marked run's held-out predictions."""
+    return scores(predictions, heldout_cases)
+
+
+@pytest.fixture(scope="session")
+def repro_scores(repro_predictions, heldout_cases) -> list[dict]:
+    """Per-case metrics of the re-run's held-out predictions."""
+    return scores(repro_predictions, heldout_cases)
+
+
 @pytest.fixture
 def record_value():
     """Write the measured value that the scheme's band turns into marks."""
