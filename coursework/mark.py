@@ -601,8 +601,9 @@ def _record(ctx: Context, name: str, data: dict) -> None:
     _atomic_write(ctx.work / "steps.json", json.dumps(ctx.steps, indent=2) + "\n")
 
 
-def _skip(ctx: Context, name: str, reason: str) -> None:
-    _record(ctx, name, {"name": name, "ok": False, "skipped": True, "log_tail": f"not run: {reason}"})
+def _skip(ctx: Context, name: str, blocker: str) -> None:
+    _record(ctx, name, {"name": name, "ok": False, "skipped": True, "blocked_by": blocker,
+                        "log_tail": f"not run: step {blocker!r} did not succeed"})
 
 
 def run_step(ctx: Context, name: str, argv: list[str], cwd: Path | None = None) -> StepResult:
@@ -682,7 +683,7 @@ def run_student_steps(ctx: Context, steps: list[str]) -> None:
     for name in steps:
         missing = [n for n in STEP_NEEDS.get(name, ()) if not ctx.steps.get(n, {}).get("ok")]
         if missing:
-            _skip(ctx, name, f"step {missing[0]!r} did not succeed")
+            _skip(ctx, name, missing[0])
             continue
         if name == "train" and ctx.run_dir is not None:
             run = ctx.area / "given-run"

@@ -44,6 +44,8 @@ def require_step(steps: dict, name: str) -> dict:
     step = steps.get(name)
     if step is None:
         pytest.fail(f"the student step {name!r} was not run (the scheme item must list it in `steps`)")
+    if step.get("blocked_by") in steps:  # report the step that failed first, with its own reason
+        require_step(steps, step["blocked_by"])
     if not step.get("ok"):
         if step.get("timed_out"):
             why = f"it was stopped at its time limit after {step.get('seconds', 0):.0f} s"

@@ -160,7 +160,9 @@ def test_edited_scheme_fails_integrity_and_nothing_is_marked(tmp_path):
 def test_edited_or_added_marking_test_fails_integrity(tmp_path):
     fork = make_fork(tmp_path)
     test_file = fork / "coursework/marking/tests/test_metrics.py"
-    test_file.write_text(test_file.read_text().replace("value = _mean(results, \"mean_dice\")", "value = 1.0"))
+    text = test_file.read_text()
+    assert 'value, per_case = _mean(heldout_scores, "mean_dice")' in text
+    test_file.write_text(text.replace('value, per_case = _mean(heldout_scores, "mean_dice")', "value, per_case = 1.0, []"))
     (fork / "coursework/marking/tests/test_extra.py").write_text("def test_free_marks():\n    pass\n")
     proc, report = run_mark(fork, "--items", "integrity", timeout=120)
     assert proc.returncode == 1
@@ -260,7 +262,7 @@ def test_roster_has_one_row_per_group_with_item_scores(tmp_path):
     path = mark.write_roster(tmp_path)
     lines = path.read_text().splitlines()
     assert lines[0] == "group,score,max_score,percent,x"
-    assert lines[1:] == ["group-a,10.0,10,100.0,10.0", "group-b,4.0,10,40.0,4.0"]
+    assert lines[1:] == ["group-a,10,10,100.0,10", "group-b,4,10,40.0,4"]
     with pytest.raises(mark.MarkingError, match="no <group>/results.json"):
         mark.write_roster(tmp_path / "group-a")
 
