@@ -575,13 +575,22 @@ def needed_steps(items: list[Item]) -> list[str]:
     return [s for s in STEPS if s in wanted]
 
 
-def stage_submission(ctx: Context, expose_data: bool) -> Path:
-    """Copy the submission into the sandbox (links kept as links, never followed), owned by the sandbox user."""
+def stage_submission(ctx: Context, training_data: Path | None) -> Path:
+    """Copy the submission into the sandbox, owned by the sandbox user.
+
+    Links are copied as links and never followed by the marker (a fork's ``data`` link to the
+    instructor directory stays a link the sandbox cannot resolve). ``training_data`` (the
+    lecturer's ``--training-data``) replaces the fork's ``data/``, to save generating the
+    synthetic training set again for every fork.
+    """
     dst = ctx.area / "submission"
-    ignore = shutil.ignore_patterns(".git", "results", "marks", ".venv*", "__pycache__", "*.pyc", *(["data"] if expose_data else []))
+    ignore = shutil.ignore_patterns(".git", "results", "marks", ".venv*", "__pycache__", "*.pyc")
     shutil.copytree(ctx.submission, dst, symlinks=True, ignore=ignore)
-    if expose_data:  # self-check: the group's own dataset, read-only
-        (dst / "data").symlink_to(ctx.submission / "data", target_is_directory=True)
+    if training_data is not None:
+        if (dst / "data").is_symlink() or (dst / "data").is_file():
+            (dst / "data").unlink()
+        shutil.rmtree(dst / "data", ignore_errors=True)
+        shutil.copytree(training_data, dst / "data", symlinks=True)
     ctx.sandbox.give(dst)
     return dst
 
@@ -688,9 +697,10 @@ def run_student_steps(ctx: Context, steps: list[str]) -> None:
         if name == "train" and ctx.run_dir is not None:
             run = ctx.area / "given-run"
             shutil.copytree(ctx.run_dir, run, symlinks=True)
+            collect_run(ctx, run, "run", None)  # copied out before any student code can touch it
+            ctx.sandbox.give(run)  # its files may be private to the marker's user (atomic writes are 0600)
             _record(ctx, name, {"name": name, "ok": True, "trusted": True, "source": str(ctx.run_dir),
                                 "log_tail": "run given with --run-dir: not trained by the marker (provenance trusted)"})
-            collect_run(ctx, run, "run", None)
         elif name == "train":
             run_step(ctx, name, [py, "-m", "coursework.train", "--results-dir", str(runs), "--run-name", "marking",
                                  *ctx.scheme.training_args])
@@ -836,8 +846,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="mark this existing run instead of training one (its provenance is trusted)")
     parser.add_argument("--items", default=None, help="comma-separated item ids to run (default: all)")
     parser.add_argument("--work-dir", default=None, help="the marker's scratch folder (default: <out>/work)")
+    parser.add_argument("--training-data", default=None, metavar="DIR",
+                        help="copy this folder in as the submission's data/ (e.g. the generated synthetic "
+                             "training set, so that it is not generated again for every fork)")
     parser.add_argument("--expose", action="append", default=[], metavar="DIR",
-                        help="a folder student code may read (e.g. a shared dataset); repeatable")
+                        help="a folder student code may read in place (read-only; its files must be "
+                             "readable by others); repeatable")
     parser.add_argument("--isolation", choices=LEVELS, action="append", default=None,
                         help="only try this isolation level (repeatable; default: the strongest that works)")
     parser.add_argument("--unsafe-same-user", action="store_true",
@@ -1016,7 +1030,7 @@ def mark(args: argparse.Namespace) -> int:
                          "provenance is trusted.")
         if steps:
             hide = _hidden_paths([ROOT, instructor, out, work, heldout, Path.home(), Path.cwd(), submission], area)
-            sandbox = Sandbox(area, hide=hide, expose=args.expose + ([str(submission / "data")] if not lecturer and (submission / "data").is_dir() else []),
+            sandbox = Sandbox(area, hide=hide, expose=args.expose,
                               secrets_to_probe=_secrets(work, heldout, instructor),
                               allow_same_user=(not lecturer) or args.unsafe_same_user,
                               limits=Limits(**scheme.sandbox), levels=args.isolation or LEVELS)
@@ -1032,7 +1046,7 @@ def mark(args: argparse.Namespace) -> int:
                 notes.append("UNSAFE: --unsafe-same-user: student code ran as the marker's own user and could read "
                              "everything the marker can; these marks cannot be trusted.")
             ctx = Context(submission, area, sandbox, work, scheme, heldout, run_dir, deadline)
-            stage_submission(ctx, expose_data=not lecturer and (submission / "data").is_dir())
+            stage_submission(ctx, Path(args.training_data).resolve() if args.training_data else None)
             if heldout is not None:
                 stage_inputs(ctx)
             run_student_steps(ctx, steps)

@@ -366,7 +366,7 @@ def test_honest_fork_is_marked_as_documented(tmp_path, quick_run, instructor):
     items = "integrity,training,predict_contract,dice,hd95,reproducibility,report"
     out = tmp_path / "marks"
     proc = run_module("coursework.mark", "--submission", str(fork), "--instructor-dir", str(instructor), "--out", str(out),
-                      "--items", items, "--run-dir", str(quick_run["run_dir"]), "--expose", str(REPO / "data"),
+                      "--items", items, "--run-dir", str(quick_run["run_dir"]), "--training-data", str(REPO / "data"),
                       cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "results.json").read_text())
