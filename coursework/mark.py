@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import hashlib
 import io
 import json
 import os
@@ -66,7 +65,7 @@ from xml.sax.saxutils import escape, quoteattr
 import yaml
 
 from coursework import scoring
-from coursework.sandbox import LEVELS, Limits, Sandbox, SandboxError, StepResult
+from coursework.sandbox import LEVELS, Limits, Sandbox, SandboxError, StepResult, run_in_session
 from data_utils.io import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,12 +272,7 @@ def check_scheme(scheme: Scheme, suites: list[tuple[Scheme, Path, Path]]) -> lis
 
 
 # ----------------------------------------------------------------------------- integrity
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = scoring.sha256_file
 
 
 def protected_files(root: Path = ROOT) -> list[str]:
@@ -317,13 +311,6 @@ def verify_checksums(path: Path, root: Path = ROOT) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- running items
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _tail(text: str, limit: int = OUTPUT_TAIL) -> str:
     text = text.strip()
     return text if len(text) <= limit else "...\n" + text[-limit:]
@@ -387,16 +374,7 @@ def run_test_item(item: Item, env: dict, work: Path, time_limit: float) -> None:
     cmd = marker_python("import pytest; sys.exit(pytest.main(sys.argv[1:]))", *args)
     item_env = {**env, "MARKING_VALUE_FILE": str(value_path), "MARKING_ITEM_TIME_LIMIT": f"{time_limit:.0f}"}
     start = time.monotonic()
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=item_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            proc.wait(timeout=time_limit)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            _kill_group(proc)
-            proc.wait()
+    timed_out = run_in_session(cmd, cwd=cwd, env=item_env, log_path=log_path, time_limit=time_limit) is None
     item.seconds = time.monotonic() - start
     item.ran = True
     log_text = log_path.read_text(encoding="utf-8", errors="replace")

@@ -16,7 +16,8 @@ uses the strongest isolation the machine allows and says which one it used:
     keep it from the marker's files. A probe run checks that they do.
 ``none``
     The marker is not root: the step runs as the marker's own user (a self-check on a laptop).
-    Lecturer-mode marking refuses this level unless ``--unsafe-same-user`` is given.
+    Leftover processes are found by their session and an environment tag only, which a process
+    can shed. Lecturer-mode marking refuses this level unless ``--unsafe-same-user`` is given.
 
 In every level the step gets an allow-listed environment (no ``MARKING_*``, CI variables or
 secrets; a fresh ``HOME`` and ``TMPDIR``), its own session, a wall-clock limit and resource limits
@@ -174,6 +175,27 @@ def kill_processes(uid: int | None = None, tag: str | None = None, timeout: floa
         time.sleep(0.05)
 
 
+def run_in_session(cmd: list[str], *, cwd, env: dict, log_path: Path, time_limit: float) -> int | None:
+    """Run ``cmd`` as the leader of a new session, output to ``log_path``; kill its process group when done.
+
+    Returns:
+        The exit status, or ``None`` if it was killed at ``time_limit`` seconds.
+    """
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return proc.wait(timeout=time_limit)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the rest of its group, on time-out or not
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+
+
 class Sandbox:
     """Runs student commands with the strongest isolation available (see the module docstring).
 
@@ -320,24 +342,12 @@ class Sandbox:
             popen_env = {"PATH": SAFE_PATH}
         log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
         start = time.monotonic()
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=cwd if self.level == "none" else "/", env=popen_env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                proc.wait(timeout=time_limit)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                proc.wait()
+        returncode = run_in_session(cmd, cwd=cwd if self.level == "none" else "/", env=popen_env,
+                                    log_path=log_path, time_limit=time_limit)
         seconds = time.monotonic() - start
         killed = self.ensure_clean()
         text = log_path.read_bytes()[-20000:].decode("utf-8", errors="replace")
-        return StepResult(name, None if timed_out else proc.returncode, timed_out, seconds, text, killed, self.level)
+        return StepResult(name, returncode, returncode is None, seconds, text, killed, self.level)
 
     def ensure_clean(self) -> int:
         """Kill every process the sandbox left; return how many were killed.

@@ -153,6 +153,7 @@ def list_untrusted_dir(base: Path, rel: str) -> list[str] | None:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 16), b""):

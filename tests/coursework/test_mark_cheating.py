@@ -376,3 +376,21 @@ def test_honest_fork_is_marked_as_documented(tmp_path, quick_run, instructor):
     marks = (out / "marks.md").read_text()
     assert "its provenance is trusted" in marks and "isolation '" in marks
     assert "Self-check" not in marks
+
+
+# ----------------------------------------------------------------------------- isolation policy
+def test_lecturer_mode_refuses_to_run_student_code_unisolated(tmp_path, instructor, given_run):
+    """Without a sandbox user, lecturer marking refuses (exit 2, no marks) unless --unsafe-same-user says otherwise."""
+    fork = make_fork(tmp_path)
+    fake_predict(fork, "background()\n")
+    out = tmp_path / "marks"
+    args = ["--submission", str(fork), "--instructor-dir", str(instructor), "--out", str(out),
+            "--items", "predict_contract", "--run-dir", str(given_run), "--isolation", "none"]
+    proc = run_module("coursework.mark", *args, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and "refusing to run student code" in proc.stderr
+    assert "--unsafe-same-user" in proc.stderr and not (out / "results.json").exists()
+    proc = run_module("coursework.mark", *args, "--unsafe-same-user", cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    marks = (out / "marks.md").read_text()
+    assert "UNSAFE" in marks and "isolation 'none'" in marks
+    assert json.loads((out / "results.json").read_text())["score"] == 15
