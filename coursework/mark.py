@@ -300,7 +300,9 @@ def verify_checksums(path: Path, root: Path = ROOT) -> list[str]:
     problems = []
     for rel, digest in recorded.items():
         file = root / rel
-        if not file.is_file():
+        if file.is_symlink() or (file.exists() and not file.is_file()):
+            problems.append(f"{rel}: not a regular file")
+        elif not file.is_file():
             problems.append(f"{rel}: missing")
         elif sha256(file) != digest:
             problems.append(f"{rel}: modified")
@@ -562,7 +564,13 @@ def stage_submission(ctx: Context, training_data: Path | None) -> Path:
     synthetic training set again for every fork.
     """
     dst = ctx.area / "submission"
-    ignore = shutil.ignore_patterns(".git", "results", "marks", ".venv*", "__pycache__", "*.pyc")
+    skip = shutil.ignore_patterns(".git", "results", "marks", ".venv*", "__pycache__", "*.pyc")
+
+    def ignore(folder, names):  # also pipes, sockets and devices: only files, folders and links are copied
+        special = {n for n in names if not (os.path.islink(os.path.join(folder, n)) or os.path.isfile(os.path.join(folder, n))
+                                            or os.path.isdir(os.path.join(folder, n)))}
+        return set(skip(folder, names)) | special
+
     shutil.copytree(ctx.submission, dst, symlinks=True, ignore=ignore)
     if training_data is not None:
         if (dst / "data").is_symlink() or (dst / "data").is_file():
@@ -921,6 +929,7 @@ def mark(args: argparse.Namespace) -> int:
         print(f"error: instructor directory {instructor} does not exist", file=sys.stderr)
         return 2
     shutil.rmtree(work, ignore_errors=True)  # nothing of an earlier run is marked again
+    out.mkdir(parents=True, exist_ok=True)
     (work / "items").mkdir(parents=True)
     for folder in (out, work):
         os.chmod(folder, 0o700)

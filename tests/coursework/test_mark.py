@@ -283,3 +283,12 @@ def test_marker_processes_run_isolated_from_the_working_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(REPO / "data_utils" / "io.py")
     assert "PYTEST_ADDOPTS" not in mark.marker_env() and "PYTHONPATH" not in mark.marker_env()
+
+
+def test_protected_file_replaced_by_a_link_fails_integrity(tmp_path):
+    """A link is never followed for the checksum (it could point at a pipe and hang the marker)."""
+    fork = make_fork(tmp_path)
+    scheme = fork / "coursework/marking/scheme.yaml"
+    scheme.unlink()
+    scheme.symlink_to(mark.SCHEME)
+    assert mark.verify_checksums(mark.CHECKSUMS, fork) == ["coursework/marking/scheme.yaml: not a regular file"]
