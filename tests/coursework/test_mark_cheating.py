@@ -372,6 +372,7 @@ def test_honest_fork_is_marked_as_documented(tmp_path, quick_run, instructor):
     report = json.loads((out / "results.json").read_text())
     for passed in ("integrity", "training", "predict_contract", "reproducibility"):
         assert item(report, passed)["status"] == "passed", item(report, passed)["output"]
+    print(proc.stdout[-900:])  # the measured figure, for coursework/marking/BASELINE.yaml
     assert mark_line(proc.stdout) == pytest.approx(BASELINE["quick_profile_mark_percent"], abs=3.0)
     marks = (out / "marks.md").read_text()
     assert "its provenance is trusted" in marks and "isolation '" in marks
