@@ -6,7 +6,7 @@ in a ten-line fake ``coursework/predict.py`` (no TensorFlow), so a marking run c
 attacker is assumed to know every path (they are baked into the fake scripts).
 
 The sandbox needs root (a sandbox user to switch to), as in CI containers; elsewhere the module
-is skipped.
+is skipped. The whole module is marked slow.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ import yaml
 from .conftest import REPO, run_module
 from .test_mark import BASELINE, item, make_fork, mark_line
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
-                                reason="lecturer-mode marking needs root to switch to a sandbox user")
+# Every test here runs the marker end to end (a few seconds each, more where metrics are computed),
+# so the whole module is in the slow lane.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                                 reason="lecturer-mode marking needs root to switch to a sandbox user")]
 
 SECRET_NAME = "SECRET-ANSWER-7d1f.txt"
 
@@ -68,8 +71,9 @@ def instructor(tmp_path_factory) -> Path:
     scheme["items"].append({"id": "hidden_file", "name": "a hidden check", "test": "test_secret.py::test_secret_file",
                             "points": 10, "visibility": "hidden", "steps": ["predict"]})
     scheme["total"] = 20
-    scheme["steps"] = {"predict": {"time_limit_s": 60}, "train": {"time_limit_s": 60}, "retrain": {"time_limit_s": 60},
-                       "predict_repro": {"time_limit_s": 60},
+    # Limits with room for the honest fork's real re-training on a busy machine (the fakes take seconds).
+    scheme["steps"] = {"predict": {"time_limit_s": 300}, "train": {"time_limit_s": 600}, "retrain": {"time_limit_s": 600},
+                       "predict_repro": {"time_limit_s": 300},
                        "public_tests": {"args": ["tests/training/test_config.py"], "time_limit_s": 300}}
     (path / "scheme.yaml").write_text(yaml.safe_dump(scheme, sort_keys=False))
     return path
@@ -355,7 +359,6 @@ def test_predict_without_the_contract_scores_zero_and_is_reported(tmp_path, inst
 
 
 # ----------------------------------------------------------------------------- the honest fork
-@pytest.mark.slow
 def test_honest_fork_is_marked_as_documented(tmp_path, quick_run, instructor):
     """The untouched template, trained once (the shared quick run), marked in lecturer mode.
 
