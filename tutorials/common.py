@@ -91,9 +91,29 @@ class Tutorial:
         # Op determinism stays off: some kernels have no deterministic version and would raise on a GPU.
         set_seed(self.seed + offset, deterministic=False)
 
-    def verbose(self, epochs: int) -> int:
-        """Keras ``verbose`` for a ``fit`` of ``epochs`` epochs: a progress bar, or one line per epoch if many."""
-        return 1 if epochs <= 3 else 2
+    def progress(self, label: str):
+        """A Keras callback showing one progress bar per ``fit``, advancing an epoch at a time.
+
+        Use it with ``fit(..., verbose=0, callbacks=[tut.progress("adam")])``: a tutorial that trains
+        many small models shows one line each (label, epochs done, latest loss and metrics) instead
+        of a line per epoch. For a single long ``fit``, Keras' own ``verbose=1`` (a bar per epoch) or
+        ``verbose=2`` (a line per epoch) shows more.
+
+        Args:
+            label: printed in front of the bar, e.g. the optimiser's name.
+        """
+        import keras
+
+        class EpochProgress(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                print(label)
+                # stateless_metrics=(): show each epoch's own loss, not a running mean over epochs.
+                self.bar = keras.utils.Progbar(self.params["epochs"], unit_name="epoch", stateless_metrics=())
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.bar.update(epoch + 1, values=[(k, float(v)) for k, v in (logs or {}).items()])
+
+        return EpochProgress()
 
     def tensorboard(self, run: str):
         """A ``keras.callbacks.TensorBoard`` writing to ``<out_dir>/logs/<run>`` (``tensorboard --logdir`` it).

@@ -91,7 +91,7 @@ def fit(model):
     """Full-batch Adam with cosine decay; returns the fitted curve (NUM_POINTS,) and its mean squared error."""
     schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, STEPS)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse", steps_per_execution=100)
-    model.fit(dataset, steps_per_epoch=STEPS, epochs=1, verbose=tut.verbose(1))
+    model.fit(dataset, steps_per_epoch=STEPS, epochs=1, verbose=1)  # a progress bar over the steps
     prediction = keras.ops.convert_to_numpy(model(x))  # one small batch: a direct call, no predict() tracing
     return prediction[:, 0], float(np.mean((prediction - y) ** 2))
 

@@ -85,11 +85,18 @@ def test_reseed_repeats_random_numbers(clean_env, tmp_path):
     assert not np.allclose(a, c)
 
 
-def test_verbose_and_tensorboard(tmp_path):
+def test_progress_and_tensorboard(tmp_path, capsys):
+    import keras
+
     tut = common.Tutorial("demo", quick=True, out_dir=tmp_path, seed=0)
-    assert tut.verbose(1) == 1 and tut.verbose(30) == 2  # a bar for a long epoch, a line per epoch when many
-    callback = tut.tensorboard("run1")
-    assert Path(callback.log_dir) == tmp_path / "logs" / "run1"
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    history = model.fit(x, y, epochs=3, verbose=0, callbacks=[tut.progress("tiny model"), tut.tensorboard("run1")])
+    shown = capsys.readouterr().out
+    assert "tiny model" in shown and "3/3" in shown
+    assert f"loss: {history.history['loss'][-1]:.4f}" in shown  # the last epoch's loss, not a running mean
+    assert list((tmp_path / "logs" / "run1").rglob("*tfevents*")), "no TensorBoard event file written"
 
 
 def test_save_figure_writes_png_and_closes(tmp_path):
