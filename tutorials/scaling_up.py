@@ -18,11 +18,6 @@
 # In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
 # first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
-# %% [markdown]
-# ## Setup
-# Logical devices must be created before TensorFlow starts using the CPU, so the strategy is chosen
-# first, before any tensor exists. On a machine with GPUs we use them instead.
-
 # %%
 # Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
 # on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
@@ -34,6 +29,11 @@ if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course'
     kit = "kit/tutorials"
 sys.path.insert(0, os.path.abspath(kit))
 import common  # noqa: E402
+
+# %% [markdown]
+# ## Devices first
+# Logical devices must be created before TensorFlow starts using the CPU, so the strategy is chosen
+# first, before any tensor exists. On a machine with GPUs we use them instead.
 
 # %%
 tut = common.start("scaling_up", "MirroredStrategy, mixed precision and XLA", quick=QUICK)
@@ -80,6 +80,11 @@ for i in range(NUM_IMAGES):
     labels.append(has_lesion)
 x = np.stack(images)[..., None].astype("float32")
 y = np.array(labels, "float32")[:, None]
+# Real images instead: a CSV listing image files and their class, loaded by the kit:
+#   from data_utils.layouts import csv_classification_cases, load_classification_cases
+#   cases, class_names = csv_classification_cases("data/lesions/labels.csv", image_column="image", label_column="lesion")
+#   arrays = load_classification_cases(cases)  # {"image": (N, H, W, 1), "label": (N,), ...}
+#   x, y = arrays["image"], arrays["label"].astype("float32")[:, None]
 dataset = tf.data.Dataset.from_tensor_slices({"image": x, "label": y}).batch(GLOBAL_BATCH, drop_remainder=True)
 print(f"{len(x)} images {x.shape[1:]}, {int(y.sum())} with a lesion")
 
@@ -107,7 +112,7 @@ print("(Keras' own loss objects do this for you: they divide by the number of re
 
 # %%
 def build_classifier():
-    keras.utils.set_random_seed(tut.seed)  # the same initial weights for both runs
+    tut.reseed()  # the same initial weights for both runs
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1))
     h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
     h = keras.layers.MaxPooling2D()(h)
@@ -123,7 +128,7 @@ for name, strat in (("one device", tf.distribute.get_strategy()), (f"{strategy.n
         model = build_classifier()
         optimizer = keras.optimizers.SGD(LEARNING_RATE, momentum=0.9)
     history = loop.train(model, dataset, EPOCHS, strategy=strat, optimizer=optimizer,
-                         loss_fn=keras.losses.BinaryCrossentropy(reduction=None), verbose=0)
+                         loss_fn=keras.losses.BinaryCrossentropy(reduction=None), verbose=1)
     histories[name] = history.history["loss"]
     print(f"{name:>12s}: loss per epoch", np.round(histories[name], 4))
 
