@@ -270,5 +270,6 @@ tut.save_figure(fig, "feature_maps.png")
 tut.finish(
     {"conv_max_abs_error": conv_error, "cnn_test_accuracy": test_accuracy,
      "cnn_first_epoch_loss": history.history["loss"][0], "cnn_final_loss": history.history["loss"][-1]},
-    expect={"conv_max_abs_error": ("<=", 1e-4), "cnn_test_accuracy": (">=", 0.5)},
+    expect={"conv_max_abs_error": ("<=", 1e-4),  # measured 0 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+            "cnn_test_accuracy": (">=", 0.5)},  # chance 0.25; measured 0.670-0.765
 )

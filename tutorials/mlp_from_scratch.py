@@ -283,10 +283,10 @@ tut.finish(
         "zoo_mlp_test_accuracy": keras_mlp_accuracy,
     },
     expect={
-        "gradient_max_abs_error": ("<=", 1e-8),
-        "perceptron_test_accuracy": (">=", 0.85),
-        "numpy_mlp_final_loss": ("<=", 0.2),
-        "numpy_mlp_test_accuracy": (">=", 0.9),
-        "zoo_mlp_test_accuracy": (">=", 0.9),
+        "gradient_max_abs_error": ("<=", 1e-8),  # measured 1.4e-16 - 2.2e-16 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+        "perceptron_test_accuracy": (">=", 0.85),  # measured 0.947-0.971
+        "numpy_mlp_final_loss": ("<=", 0.2),  # measured 0.010-0.015
+        "numpy_mlp_test_accuracy": (">=", 0.9),  # measured 0.942-0.977
+        "zoo_mlp_test_accuracy": (">=", 0.9),  # measured 0.947-0.965
     },
 )

@@ -47,10 +47,10 @@ from data_utils.synthetic import make_ultrasound_dataset  # noqa: E402
 from training import regularization  # noqa: E402
 
 IMAGE_SIZE = 32
-NUM_TRAIN = tut.pick(160, 120)  # small on purpose: easy to overfit
-NUM_VAL = tut.pick(150, 100)  # watched by early stopping and the validation curves
+NUM_TRAIN = tut.pick(160, 80)  # small on purpose: easy to overfit
+NUM_VAL = tut.pick(150, 60)  # watched by early stopping and the validation curves
 NUM_TEST = tut.pick(300, 200)  # touched only to report the final numbers
-EPOCHS = tut.pick(60, 20)
+EPOCHS = tut.pick(60, 30)
 BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
 FILTERS = (16, 32, 64)  # a CNN with far more capacity than 120-160 images need
@@ -83,7 +83,8 @@ y_train_1h, y_val_1h = np.eye(num_classes, dtype="float32")[y_train], np.eye(num
 def build(dropout=0.0):
     tut.reseed()  # the same initial weights for both networks (the kit's seeding, training.reproducibility)
     return models.get("vgg", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), num_classes=num_classes,
-                      convs_per_stage=(1,) * len(FILTERS), filters=FILTERS, fc_units=(64,), dropout=dropout)
+                      convs_per_stage=(1,) * len(FILTERS), filters=FILTERS, fc_units=(64,), dropout=dropout,
+                      norm="instance")  # per-image normalisation: steady training from the first epochs
 
 
 def accuracy(model, x, y):
