@@ -235,7 +235,7 @@ tut.save_figure(fig, "cnn_training.png")
 
 # %%
 first_conv = next(layer for layer in cnn.layers if isinstance(layer, keras.layers.Conv2D))
-feature_model = keras.Model(cnn.inputs, first_conv.output)
+feature_model = keras.Model(cnn.input, first_conv.output)
 calcification = x_test[np.flatnonzero(y_test == len(class_names) - 1)[:1]]
 feature_maps = keras.ops.convert_to_numpy(feature_model(calcification))[0]
 fig, axes = plt.subplots(1, 1 + feature_maps.shape[-1], figsize=(2 * (1 + feature_maps.shape[-1]), 2.2))

@@ -261,8 +261,8 @@ tut.save_figure(fig, "training_loss.png")
 #   differences) is how you test a new layer.
 # - On 30 nuclear measurements, a small MLP separates benign from malignant aspirates with over 90%
 #   test accuracy (the exact figures are printed above); the zoo builder gives the same network
-#   without the bookkeeping. The classes are almost linearly separable, so a perceptron comes close:
-#   a hidden layer pays off on harder problems (see the next tutorial).
+#   without the bookkeeping. The classes are almost linearly separable, so a perceptron does about as
+#   well (within a few points either way): a hidden layer pays off on harder problems (next tutorial).
 #
 # ## Try next
 # 1. Replace `tanh` by ReLU in `forward`/`backward` (derivative: ``z1 > 0``) and re-check the gradients.
