@@ -1,32 +1,43 @@
-"""Capacity and constraints: under- and overfitting, L1 against L2, hard and soft parameter sharing.
-
-Lecture topic: model capacity and generalisation; constraining parameters (norm penalties and
-parameter sharing).
-
-What you will learn:
-- how training and test error move as capacity grows: underfitting on the left, overfitting on the
-  right, the U-shaped test curve in between;
-- why an L1 penalty sets many weights exactly (or nearly) to zero while L2 only shrinks them, shown
-  with weight histograms (``training.regularization.add_weight_penalty`` for a Keras network);
-- hard parameter sharing (one network for two related tasks or sites) against soft sharing (two
-  networks tied by a penalty on their difference, ``training.regularization.SoftParameterSharing``),
-  and how the tie lets a site with few patients borrow from a site with many.
-
-Data: a smooth measurement-against-age curve with noise (capacity), scikit-learn's breast-cancer
-table (569 patients, 30 measurements of cell nuclei; L1/L2), and two simulated hospitals whose
-outcome depends on the same 20 measurements in slightly different ways (parameter sharing). Nothing
-is downloaded.
-
-Run it:  ``python tutorials/capacity_and_constraints.py [--quick]``  (about a minute on a laptop CPU;
-``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Capacity and constraints: under- and overfitting, L1 against L2, hard and soft parameter sharing
+#
+# **Lecture topic:** model capacity and generalisation; constraining parameters (norm penalties and
+# parameter sharing).
+#
+# **What you will learn**
+# - how training and test error move as capacity grows: underfitting on the left, overfitting on the
+#   right, the U-shaped test curve in between;
+# - why an L1 penalty sets many weights exactly (or nearly) to zero while L2 only shrinks them, shown
+#   with weight histograms (`training.regularization.add_weight_penalty` for a Keras network);
+# - hard parameter sharing (one network for two related tasks or sites) against soft sharing (two
+#   networks tied by a penalty on their difference, `training.regularization.SoftParameterSharing`),
+#   and how the tie lets a site with few patients borrow from a site with many.
+#
+# **Data:** a smooth measurement-against-age curve with noise (capacity), scikit-learn's breast-cancer
+# table (569 patients, 30 measurements of cell nuclei; L1/L2), and two simulated hospitals whose
+# outcome depends on the same 20 measurements in slightly different ways (parameter sharing). Nothing
+# is downloaded.
+#
+# **Run it:**  `python tutorials/capacity_and_constraints.py [--quick]`  (about a minute on a laptop CPU;
+# `--quick` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Capacity (U-shaped test error), L1 vs L2 sparsity, hard and soft parameter sharing")
+# %%
+tut = common.start("capacity_and_constraints", "Capacity (U-shaped test error), L1 vs L2 sparsity, hard and soft parameter sharing", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
@@ -54,7 +65,7 @@ KERAS_EPOCHS = tut.pick(60, 30)
 NUM_FEATURES = 20
 SITE_A, SITE_B = 30, 300  # patients at the small and the large hospital
 SITE_A_VAL, SITE_TEST = 100, 2000  # site-A validation (chooses the strength) and test patients
-SITE_SHIFT = 0.35  # how different the two sites' relations are (relative size of the difference)
+SITE_SHIFT = 0.5  # how different the two sites' relations are (relative size of the difference)
 STRENGTHS = tut.pick([1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 10.0], [0.03, 0.3, 3.0])  # tying strengths tried
 SHARING_EPOCHS = tut.pick(12, 8)
 
@@ -151,19 +162,19 @@ for penalty in ("l1", "l2"):
           f"test accuracy {logistic[penalty]['accuracy']:.3f}" + (f"; it keeps: {', '.join(used)}" if penalty == "l1" else ""))
 
 
-def keras_network(l1=0.0, l2=0.0):
+def keras_network(label, l1=0.0, l2=0.0):
     """A 30-32-1 network with a weight penalty on both kernels, trained on the breast-cancer table."""
-    keras.utils.set_random_seed(tut.seed)
+    tut.reseed()
     inputs = keras.Input((x_fit.shape[1],))
     hidden = keras.layers.Dense(32, activation="relu", name="hidden")(inputs)
     network = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
     regularization.add_weight_penalty(network, l1=l1, l2=l2)
     network.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy", steps_per_execution=8)
-    network.fit(x_fit, y_fit, epochs=KERAS_EPOCHS, batch_size=32, verbose=0)
+    network.fit(x_fit, y_fit, epochs=KERAS_EPOCHS, batch_size=32, verbose=0, callbacks=[tut.progress(label)])
     return network
 
 
-networks = {"L1": keras_network(l1=PENALTY), "L2": keras_network(l2=PENALTY)}
+networks = {"L1": keras_network("L1 penalty", l1=PENALTY), "L2": keras_network("L2 penalty", l2=PENALTY)}
 kernels = {name: keras.ops.convert_to_numpy(n.get_layer("hidden").kernel).ravel() for name, n in networks.items()}
 SMALL = 0.01  # |w| below this is "switched off" (Adam leaves L1 weights jittering around zero, not at it)
 small = {name: float(np.mean(np.abs(k) < SMALL)) for name, k in kernels.items()}
@@ -222,7 +233,7 @@ xa_cycled, ya_cycled = np.tile(xa, (repeat, 1)), np.tile(ya, (repeat, 1))
 
 
 def network(name):
-    keras.utils.set_random_seed(tut.seed)  # both hospitals' networks start from the same weights
+    tut.reseed()  # both hospitals' networks start from the same weights
     inputs = keras.Input((NUM_FEATURES,))
     hidden = keras.layers.Dense(16, activation="relu")(inputs)
     return keras.Model(inputs, keras.layers.Dense(1)(hidden), name=name)
@@ -235,13 +246,13 @@ def mse(model, x, y):
 hard = network("shared")
 hard.compile(keras.optimizers.Adam(1e-2), "mse", steps_per_execution=25)
 hard.fit(np.concatenate([xa_cycled, xb] * 5), np.concatenate([ya_cycled, yb] * 5), epochs=SHARING_EPOCHS,
-         batch_size=120, verbose=0)
+         batch_size=120, verbose=0, callbacks=[tut.progress("hard sharing: one network, both hospitals")])
 sharing = {"hard": {"val": mse(hard, xa_val, ya_val), "test": mse(hard, xa_test, ya_test)}}
 for strength in [0.0, *STRENGTHS]:
     tied = regularization.SoftParameterSharing(network("hospital_a"), network("hospital_b"), strength=strength)
     tied.compile(keras.optimizers.Adam(1e-2), loss=["mse", "mse"], steps_per_execution=25)
     tied.fit([np.tile(xa_cycled, (5, 1)), np.tile(xb, (5, 1))], [np.tile(ya_cycled, (5, 1)), np.tile(yb, (5, 1))],
-             epochs=SHARING_EPOCHS, batch_size=60, verbose=2 if strength == STRENGTHS[-1] else 0)
+             epochs=SHARING_EPOCHS, batch_size=60, verbose=0, callbacks=[tut.progress(f"soft sharing, strength {strength:g}")])
     sharing[strength] = {"val": mse(tied.network_a, xa_val, ya_val), "test": mse(tied.network_a, xa_test, ya_test),
                          "distance": float(regularization.tying_penalty(tied.network_a, tied.network_b))}
     print(f"strength {strength:6g}: hospital A validation MSE {sharing[strength]['val']:.2f}, "

@@ -1,31 +1,42 @@
-"""Classical machine learning first: hand-made features, ROC curves and ensembles, on ultrasound.
-
-Lecture topic: classical machine learning (linear and logistic regression, SVM, random forest),
-evaluation with ROC and precision-recall curves, bagging and boosting.
-
-What you will learn:
-- how hand-made features (intensity statistics, texture) turn an image into a row of numbers that
-  linear regression, logistic regression, an SVM and a random forest can classify;
-- how the same classifiers do on features a small CNN learned (deep features);
-- how to read a ROC curve and its AUC with a bootstrap confidence interval, a precision-recall
-  curve, and the sensitivity at a fixed specificity, as a clinician would;
-- why the operating threshold is chosen on validation data and what it means on new patients;
-- how bagging (averaging many deep trees) and boosting (adding many weak stumps) make strong
-  classifiers out of weak or unstable ones.
-
-Data: B-mode ultrasound-like images (``data_utils.synthetic``): normal tissue against images with a
-calcification (a small bright reflector with an acoustic shadow). Made from a seed, nothing is downloaded.
-
-Run it:  ``python tutorials/classical_ml_and_roc.py [--quick]``  (about a minute on a laptop CPU;
-``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Classical machine learning first: hand-made features, ROC curves and ensembles, on ultrasound
+#
+# **Lecture topic:** classical machine learning (linear and logistic regression, SVM, random forest),
+# evaluation with ROC and precision-recall curves, bagging and boosting.
+#
+# **What you will learn**
+# - how hand-made features (intensity statistics, texture) turn an image into a row of numbers that
+#   linear regression, logistic regression, an SVM and a random forest can classify;
+# - how the same classifiers do on features a small CNN learned (deep features);
+# - how to read a ROC curve and its AUC with a bootstrap confidence interval, a precision-recall
+#   curve, and the sensitivity at a fixed specificity, as a clinician would;
+# - why the operating threshold is chosen on validation data and what it means on new patients;
+# - how bagging (averaging many deep trees) and boosting (adding many weak stumps) make strong
+#   classifiers out of weak or unstable ones.
+#
+# **Data:** B-mode ultrasound-like images (`data_utils.synthetic`): normal tissue against images with a
+# calcification (a small bright reflector with an acoustic shadow). Made from a seed, nothing is downloaded.
+#
+# **Run it:**  `python tutorials/classical_ml_and_roc.py [--quick]`  (about a minute on a laptop CPU;
+# `--quick` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Classical ML on hand-made and deep features, ROC/PR curves, bagging and boosting")
+# %%
+tut = common.start("classical_ml_and_roc", "Classical ML on hand-made and deep features, ROC/PR curves, bagging and boosting", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
@@ -184,7 +195,7 @@ print(f"linear regression: {outside:.0%} of its test outputs lie outside [0, 1]:
 # feature table for logistic regression, exactly like the hand-made table.
 
 # %%
-keras.utils.set_random_seed(tut.seed)
+tut.reseed()
 cnn = models.get("vgg", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), num_classes=2, convs_per_stage=(1, 1, 1),
                  filters=(8, 16, 32), fc_units=(32,), dropout=0.0)
 cnn.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
