@@ -306,14 +306,15 @@ results = {
     "independent_over_soft": independent / soft,
     "hard_over_soft": shared / soft,
 }
+# Measured over --quick seeds 0-2 with oneDNN on and off (AMD EPYC, AVX-512); the ranges are beside the bars.
 tut.finish(results, expect={
-    "underfit_over_best": (">=", 2.5),
-    "overfit_over_best": (">=", 2.0),
-    "train_error_max_over_best": ("<=", 0.8),
-    "logistic_l1_zero_fraction": (">=", 0.5),
-    "logistic_l2_zero_fraction": ("<=", 0.0),
-    "logistic_l1_minus_l2_accuracy": (">=", -0.05),
-    "keras_l1_minus_l2_small_weights": (">=", 0.2),
-    "independent_over_soft": (">=", 1.5),
-    "hard_over_soft": (">=", 1.05),
+    "underfit_over_best": (">=", 2.5),  # measured 3.53-3.61
+    "overfit_over_best": (">=", 2.0),  # measured 3.9e4-1.1e6 (degree 14 through 20 points)
+    "train_error_max_over_best": ("<=", 0.8),  # measured 0.27-0.29
+    "logistic_l1_zero_fraction": (">=", 0.5),  # measured 0.73-0.80
+    "logistic_l2_zero_fraction": ("<=", 0.0),  # measured 0 (L2 shrinks but never zeroes a coefficient)
+    "logistic_l1_minus_l2_accuracy": (">=", -0.06),  # measured -0.026 to +0.009: sparsity costs little accuracy
+    "keras_l1_minus_l2_small_weights": (">=", 0.25),  # measured 0.46-0.49
+    "independent_over_soft": (">=", 1.4),  # measured 1.84-2.24
+    "hard_over_soft": (">=", 1.1),  # measured 1.23-1.53
 })
