@@ -116,6 +116,9 @@ tut.save_figure(fig, "lesions.png")
 #
 # The network is the same small fully convolutional net for every loss (four 3x3 convolutions, dilated
 # to see 31 pixels, then a per-pixel softmax), trained from the same initial weights.
+# (In the quick run cross-entropy and focal usually find nothing at all; trained longer, as in the full
+# run, cross-entropy finds lesions too but misses more of each lesion's pixels than Dice: the printed
+# sensitivities show which happened in your run.)
 # The four networks are trained side by side in one `fit`: one Keras model with four outputs, one
 # loss each. They share no weights, so each network's gradient comes from its own loss alone.
 
@@ -160,6 +163,8 @@ missed = [n for n in ("cross-entropy", "focal") if scores[n]["sensitivity"] < 0.
 if missed:
     print(f"after {EPOCHS} epochs, {' and '.join(missed)} still {'predicts' if len(missed) == 1 else 'predict'} (almost) no lesion at all: "
           "'all background' is a good enough mean over pixels")
+print(f"lesion pixels found (sensitivity): cross-entropy {scores['cross-entropy']['sensitivity']:.0%}, "
+      f"Dice {scores['Dice']['sensitivity']:.0%}: a per-pixel mean is biased towards the majority class")
 print(f"Tversky against Dice: sensitivity {scores[tversky]['sensitivity'] - scores['Dice']['sensitivity']:+.3f}, "
       f"precision {scores[tversky]['precision'] - scores['Dice']['precision']:+.3f}")
 
@@ -261,14 +266,17 @@ results = {
     "dice_focal": scores["focal"]["dice"],
     "dice_tversky": scores[tversky]["dice"],
     "dice_gain_over_ce": scores["Dice"]["dice"] - scores["cross-entropy"]["dice"],
+    "dice_minus_ce_sensitivity": scores["Dice"]["sensitivity"] - scores["cross-entropy"]["sensitivity"],
     "tversky_minus_dice_sensitivity": scores[tversky]["sensitivity"] - scores["Dice"]["sensitivity"],
     "tversky_minus_dice_precision": scores[tversky]["precision"] - scores["Dice"]["precision"],
     "l2_over_l1_line_error": line_error["L2 (SSDLoss)"] / line_error["L1 (L1Loss)"],
 }
+# Measured over --quick seeds 0-2 with oneDNN on and off (AMD EPYC, AVX-512), and one full run (seed 0).
 tut.finish(results, expect={
-    "dice_dice": (">=", 0.6),
-    "dice_gain_over_ce": (">=", tut.pick(0.1, 0.4)),
-    "tversky_minus_dice_sensitivity": (">=", 0.02),
-    "tversky_minus_dice_precision": ("<=", -0.02),
-    "l2_over_l1_line_error": (">=", 3.0),
+    "dice_dice": (">=", 0.6),  # quick 0.78-0.84; full 0.86
+    "dice_gain_over_ce": (">=", tut.pick(-0.05, 0.4)),  # quick 0.78-0.84 (CE finds nothing); full 0.003 (CE catches up)
+    "dice_minus_ce_sensitivity": (">=", tut.pick(0.04, 0.4)),  # quick 0.87-0.89 (seeds 0-2, oneDNN on); full 0.10
+    "tversky_minus_dice_sensitivity": (">=", 0.04),  # quick 0.073-0.119; full 0.082
+    "tversky_minus_dice_precision": ("<=", -0.1),  # quick -0.61 to -0.29; full -0.18
+    "l2_over_l1_line_error": (">=", 5.0),  # quick 16.8-57.6; full 19.4
 })
