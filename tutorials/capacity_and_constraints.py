@@ -42,8 +42,8 @@ tut = common.start("capacity_and_constraints", "Capacity (U-shaped test error), 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from numpy.polynomial import Legendre  # noqa: E402
 import sklearn  # noqa: E402
+from numpy.polynomial import Legendre  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import mean_squared_error  # noqa: E402
