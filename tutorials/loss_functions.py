@@ -50,7 +50,7 @@ from training import losses, metrics  # noqa: E402
 IMAGE_SIZE = 64  # pixels (a 220 mm field of view)
 NUM_TRAIN, NUM_TEST = tut.pick((320, 160), (160, 80))  # head slices of different "patients"
 PATCH = 32  # training patches; the trained network is fully convolutional and segments whole slices
-NUM_PATCHES = tut.pick(960, 320)
+NUM_PATCHES = tut.pick(960, 384)
 FOREGROUND_RATIO = 0.7  # patches centred on a lesion pixel (the rest anywhere): a standard counter to imbalance
 EPOCHS = tut.pick(12, 8)
 LEARNING_RATE = 3e-3
