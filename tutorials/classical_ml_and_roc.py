@@ -365,10 +365,10 @@ results = {
     "boosting_gain_over_stump": accuracy["boosting"] - accuracy["stump"],
 }
 tut.finish(results, expect={
-    "auc_logistic_handmade": (">=", 0.88),  # measured 0.939-0.979 (--quick, seeds 0-2, oneDNN on/off, AMD EPYC AVX-512)
-    "auc_best_deep": (">=", 0.9),  # measured 0.992-0.999
-    "test_sensitivity_at_val_threshold": (">=", 0.65),  # measured 0.785-0.915
-    "test_specificity_at_val_threshold": (">=", 0.82),  # measured 0.900-0.965 (target 0.9, chosen on validation)
-    "bagging_gain_over_member": (">=", 0.02),  # measured 0.037-0.069
-    "boosting_gain_over_stump": (">=", 0.03),  # measured 0.050-0.093
+    "auc_logistic_handmade": (">=", 0.88),  # measured 0.939-0.979 (--quick, seeds 0-2, oneDNN on/off, AMD EPYC AVX-512); full run seed 0: 0.941
+    "auc_best_deep": (">=", 0.9),  # measured 0.992-0.999; full 0.998
+    "test_sensitivity_at_val_threshold": (">=", 0.65),  # measured 0.785-0.915; full 0.833
+    "test_specificity_at_val_threshold": (">=", 0.82),  # measured 0.900-0.965 (target 0.9, chosen on validation); full 0.907
+    "bagging_gain_over_member": (">=", 0.02),  # measured 0.037-0.069; full 0.028
+    "boosting_gain_over_stump": (">=", 0.03),  # measured 0.050-0.093; full 0.047
 })
