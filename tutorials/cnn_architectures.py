@@ -291,9 +291,9 @@ tut.finish(
         "test_accuracy": test_accuracy,
     },
     expect={
-        "survival_ratio_residual_over_plain": (">=", 50.0),  # skips keep the gradient alive
-        "zoo_max_param_deviation": ("<=", 0.1),  # within 10% of the published counts
-        "zoo_max_gmac_deviation": ("<=", 0.15),
-        "test_accuracy": (">=", 0.5),  # chance is 0.25
+        "survival_ratio_residual_over_plain": (">=", 50.0),  # skips keep the gradient alive; measured 400-910 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+        "zoo_max_param_deviation": ("<=", 0.1),  # within 10% of the published counts; measured 0.029
+        "zoo_max_gmac_deviation": ("<=", 0.15),  # measured 0.055
+        "test_accuracy": (">=", 0.5),  # chance is 0.25; measured 0.692-0.767
     },
 )

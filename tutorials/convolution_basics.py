@@ -235,7 +235,7 @@ tut.save_figure(fig, "cnn_training.png")
 
 # %%
 first_conv = next(layer for layer in cnn.layers if isinstance(layer, keras.layers.Conv2D))
-feature_model = keras.Model(cnn.inputs, first_conv.output)
+feature_model = keras.Model(cnn.input, first_conv.output)
 calcification = x_test[np.flatnonzero(y_test == len(class_names) - 1)[:1]]
 feature_maps = keras.ops.convert_to_numpy(feature_model(calcification))[0]
 fig, axes = plt.subplots(1, 1 + feature_maps.shape[-1], figsize=(2 * (1 + feature_maps.shape[-1]), 2.2))
@@ -270,5 +270,6 @@ tut.save_figure(fig, "feature_maps.png")
 tut.finish(
     {"conv_max_abs_error": conv_error, "cnn_test_accuracy": test_accuracy,
      "cnn_first_epoch_loss": history.history["loss"][0], "cnn_final_loss": history.history["loss"][-1]},
-    expect={"conv_max_abs_error": ("<=", 1e-4), "cnn_test_accuracy": (">=", 0.5)},
+    expect={"conv_max_abs_error": ("<=", 1e-4),  # measured 0 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+            "cnn_test_accuracy": (">=", 0.5)},  # chance 0.25; measured 0.670-0.765
 )

@@ -261,8 +261,8 @@ tut.save_figure(fig, "training_loss.png")
 #   differences) is how you test a new layer.
 # - On 30 nuclear measurements, a small MLP separates benign from malignant aspirates with over 90%
 #   test accuracy (the exact figures are printed above); the zoo builder gives the same network
-#   without the bookkeeping. The classes are almost linearly separable, so a perceptron comes close:
-#   a hidden layer pays off on harder problems (see the next tutorial).
+#   without the bookkeeping. The classes are almost linearly separable, so a perceptron does about as
+#   well (within a few points either way): a hidden layer pays off on harder problems (next tutorial).
 #
 # ## Try next
 # 1. Replace `tanh` by ReLU in `forward`/`backward` (derivative: ``z1 > 0``) and re-check the gradients.
@@ -283,10 +283,10 @@ tut.finish(
         "zoo_mlp_test_accuracy": keras_mlp_accuracy,
     },
     expect={
-        "gradient_max_abs_error": ("<=", 1e-8),
-        "perceptron_test_accuracy": (">=", 0.85),
-        "numpy_mlp_final_loss": ("<=", 0.2),
-        "numpy_mlp_test_accuracy": (">=", 0.9),
-        "zoo_mlp_test_accuracy": (">=", 0.9),
+        "gradient_max_abs_error": ("<=", 1e-8),  # measured 1.4e-16 - 2.2e-16 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+        "perceptron_test_accuracy": (">=", 0.85),  # measured 0.947-0.971
+        "numpy_mlp_final_loss": ("<=", 0.2),  # measured 0.010-0.015
+        "numpy_mlp_test_accuracy": (">=", 0.9),  # measured 0.942-0.977
+        "zoo_mlp_test_accuracy": (">=", 0.9),  # measured 0.947-0.965
     },
 )

@@ -181,9 +181,10 @@ for bn, losses in bn_curves.items():
 # The first update without clipping moves the weights by ``lr x gradient norm``, hundreds of
 # times more than with clipping. What happens next depends on the seed: often the loss becomes
 # astronomical or NaN, or every ReLU unit ends up "dead" (negative for all inputs) and the loss
-# sits near ``ln 2 = 0.69`` for good. The clipped run starts badly too: its outputs saturate, so
-# its cross-entropy starts huge and falls only slowly, but its accuracy tells the real story
-# (printed below): it still separates the classes, while a dead network can only guess.
+# sits near ``ln 2 = 0.69`` for good; now and then the network recovers by luck (try seeds 0, 1, 2
+# and `TF_ENABLE_ONEDNN_OPTS=0`). The clipped run starts badly too: its outputs saturate, so its
+# cross-entropy starts huge and falls only slowly, but every step is bounded and its accuracy
+# (printed below) shows it learning more than the class balance, whatever the seed.
 
 # %%
 def exploding_model():
@@ -251,8 +252,8 @@ tut.save_figure(fig, "batchnorm_and_clipping.png")
 #   layers; Glorot, made for linear and tanh layers, lets it decay by ``sqrt(2)`` per ReLU layer, and
 #   a fixed std of 0.01 kills it (all three printed above).
 # - Batch norm lets a deep network train with plain SGD.
-# - Huge gradients wreck training (the run without clipping: what happened to it is printed above);
-#   clipping the global norm keeps the steps bounded so the network can recover.
+# - Huge gradients make training a gamble (the run without clipping: what happened to it this time
+#   is printed above); clipping the global norm bounds every step, so the network learns steadily.
 #
 # ## Try next
 # 1. Tune the learning rate of each optimiser separately (try 10x up and down). Which is most
@@ -281,18 +282,20 @@ tut.finish(
         "clipped_loss_ratio_last_first": clipped / clip_curves[1.0][0],
         "clipped_train_accuracy": clip_accuracy[1.0],
         "unclipped_train_accuracy": clip_accuracy[None],
-        "clipped_minus_unclipped_accuracy": clip_accuracy[1.0] - clip_accuracy[None],
+        "clipped_minus_unclipped_accuracy": clip_accuracy[1.0] - clip_accuracy[None],  # seed-dependent: not a bar
+        "clipped_accuracy_over_majority": clip_accuracy[1.0] - majority,
     },
     expect={
-        "adam_over_sgd_loss": ("<=", 0.7),
-        "momentum_over_sgd_loss": ("<=", 0.8),
-        "small_over_large_batch_loss": ("<=", 0.8),
-        "batchnorm_over_plain_loss": ("<=", 0.8),
-        "he_last_layer_std": (">=", 0.1),
-        "glorot_over_he_last_layer_std": ("<=", 0.01),  # ~2**-10: Glorot decays through ReLU layers
-        "small_init_last_layer_std": ("<=", 1e-6),
-        "unclipped_first_step_size": (">=", 10.0),  # lr 0.01 x a gradient norm in the thousands
-        "clipped_first_step_size": ("<=", LEARNING_RATE * 1.0 + 1e-6),  # lr x the clip norm, at most
-        "clipped_loss_ratio_last_first": ("<=", 0.5),
+        "adam_over_sgd_loss": ("<=", 0.7),  # measured 0.069-0.085 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+        "momentum_over_sgd_loss": ("<=", 0.8),  # measured 0.19-0.31
+        "small_over_large_batch_loss": ("<=", 0.8),  # measured 0.18-0.31
+        "batchnorm_over_plain_loss": ("<=", 0.8),  # measured 0.46-0.68
+        "he_last_layer_std": (">=", 0.1),  # measured 1.30-2.02
+        "glorot_over_he_last_layer_std": ("<=", 0.01),  # ~2**-10: Glorot decays through ReLU; measured 5.7e-5 - 3.5e-3
+        "small_init_last_layer_std": ("<=", 1e-6),  # measured 1.5e-19 - 2.5e-19
+        "unclipped_first_step_size": (">=", 10.0),  # lr 0.01 x a gradient norm in the thousands; measured 220-623
+        "clipped_first_step_size": ("<=", LEARNING_RATE * 1.0 + 1e-6),  # lr x the clip norm, at most; measured 0.0100
+        "clipped_loss_ratio_last_first": ("<=", 0.5),  # measured 0.032-0.23
+        "clipped_accuracy_over_majority": (">=", 0.05),  # it learns more than the class balance; measured 0.106-0.257
     },
 )

@@ -348,11 +348,11 @@ results = {
     **({"test_mean_dice_resize": mean_dice["resize"]} if "resize" in mean_dice else {}),
     **results_3d,
 }
-# --quick (6 training patients, 7 epochs) measured test mean Dice 0.83 / 0.58 (threshold baseline 0.27 /
-# 0.43) for seeds 0 / 1; with so few patients the small prostate is sometimes missed (Dice 0, seed 1).
+# --quick (6 training patients, 7 epochs), over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512: test mean Dice 0.565-0.837, gain over the
+# threshold baseline 0.187-0.649; with so few patients the small prostate is sometimes missed (seed 1).
 tut.finish(results, expect={
     "test_mean_dice": (">=", tut.pick(0.6, 0.45)),
     "dice_gain_over_threshold": (">=", tut.pick(0.1, 0.05)),
-    "checkerboard_unevenness_transpose": (">=", 0.3),  # exact arithmetic: 1, 2 or 4 overlaps
-    "checkerboard_unevenness_resize": ("<=", 1e-4),
+    "checkerboard_unevenness_transpose": (">=", 0.3),  # exact arithmetic: 1, 2 or 4 overlaps; measured 0.484
+    "checkerboard_unevenness_resize": ("<=", 1e-4),  # measured 0
 })

@@ -189,7 +189,7 @@ tut.finish(
         "best_deep_over_widest_mse": runs[best_deep]["mse"] / widest["mse"],
     },
     expect={
-        "width_gain": (">=", 3.0),  # 64x wider: several times smaller error
-        "best_deep_over_widest_mse": ("<=", 1.5),  # fewer parameters, at least as good a fit
+        "width_gain": (">=", 3.0),  # 64x wider: several times smaller error; measured 7.1-10.3 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+        "best_deep_over_widest_mse": ("<=", 1.0),  # fewer parameters, at least as good a fit; measured 0.14-0.69
     },
 )
