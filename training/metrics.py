@@ -162,6 +162,97 @@ def roc_auc(truth, scores, *, multi_class: str = "ovr") -> float:
     return float(roc_auc_score(truth, scores))
 
 
+def sensitivity_at_specificity(truth, scores, specificity: float = 0.9) -> dict[str, float]:
+    """The best sensitivity a score reaches while keeping at least a given specificity.
+
+    How a clinician reads a ROC curve: "if I may recall at most 1 in 10 healthy patients
+    (specificity 0.9), what fraction of the diseased do I find?" The threshold is chosen on the
+    data given, so for an honest figure choose it on validation data and apply it to the test set.
+
+    Args:
+        truth: binary labels ``(N,)`` (1 = diseased, the positive class).
+        scores: ``(N,)`` scores, larger meaning more likely positive.
+        specificity: the specificity to keep, in ``[0, 1]``.
+
+    Returns:
+        ``{"sensitivity", "specificity", "threshold"}``: the operating point (predict positive where
+        ``score >= threshold``) with the highest sensitivity among those with specificity
+        ``>= specificity``; its actual specificity may be higher than asked (scores are discrete).
+
+    Raises:
+        ValueError: if ``truth`` is not binary with both classes present, or shapes differ.
+    """
+    from sklearn.metrics import roc_curve
+
+    truth, scores = _binary_scores(truth, scores)
+    if not 0.0 <= specificity <= 1.0:
+        raise ValueError(f"specificity must be in [0, 1]; got {specificity}")
+    fpr, tpr, thresholds = roc_curve(truth, scores)
+    allowed = (1.0 - fpr) >= specificity - 1e-12  # fpr = 0 (threshold inf) is always allowed
+    best = int(np.flatnonzero(allowed)[np.argmax(tpr[allowed])])
+    return {"sensitivity": float(tpr[best]), "specificity": float(1.0 - fpr[best]), "threshold": float(thresholds[best])}
+
+
+def _binary_scores(truth, scores) -> tuple[np.ndarray, np.ndarray]:
+    truth = np.asarray(truth).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if truth.shape != scores.shape:
+        raise ValueError(f"truth has {truth.size} labels but scores has {scores.size} values")
+    classes = np.unique(truth)
+    if classes.size != 2 or not set(classes.tolist()) <= {0, 1}:
+        raise ValueError(f"truth must hold both binary labels 0 and 1; got {classes.tolist()}")
+    return truth.astype(np.int64), scores
+
+
+def bootstrap_ci(
+    truth,
+    scores,
+    metric=None,
+    *,
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Percentile bootstrap confidence interval of a metric computed from labels and scores.
+
+    The test set is a sample of patients; another sample would give another AUC. The bootstrap
+    estimates that spread by re-drawing ``N`` patients with replacement ``num_resamples`` times and
+    recomputing the metric. Resampling is stratified (positives and negatives are re-drawn
+    separately, keeping their counts), so every resample has both classes and a defined AUC.
+
+    Args:
+        truth: binary labels ``(N,)``.
+        scores: ``(N,)`` scores of the positive class.
+        metric: ``metric(truth, scores) -> float``; default :func:`roc_auc`.
+        num_resamples: number of bootstrap samples (>= 100 for a 95% interval).
+        confidence: coverage of the interval, in ``(0, 1)``.
+        seed: seed of the resampling.
+
+    Returns:
+        ``{"estimate", "low", "high", "std"}``: the metric on the data as given, the interval's ends
+        (percentiles ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` of the resampled values) and
+        the bootstrap standard error.
+
+    Raises:
+        ValueError: for non-binary ``truth``, ``num_resamples < 2`` or ``confidence`` outside ``(0, 1)``.
+    """
+    truth, scores = _binary_scores(truth, scores)
+    if int(num_resamples) < 2:
+        raise ValueError(f"num_resamples must be >= 2; got {num_resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence}")
+    metric = roc_auc if metric is None else metric
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(truth == c) for c in (0, 1)]
+    values = np.empty(int(num_resamples))
+    for i in range(int(num_resamples)):
+        index = np.concatenate([rng.choice(g, size=g.size, replace=True) for g in groups])
+        values[i] = metric(truth[index], scores[index])
+    tail = 50.0 * (1.0 - confidence)
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return {"estimate": float(metric(truth, scores)), "low": float(low), "high": float(high), "std": float(values.std(ddof=1))}
+
+
 # ----------------------------------------------------------------------------------------------
 # Surface distances
 # ----------------------------------------------------------------------------------------------
