@@ -33,5 +33,7 @@ from models import autoencoder  # noqa: E402,F401
 from models import gan  # noqa: E402,F401
 from models import diffusion  # noqa: E402,F401
 from models import registration  # noqa: E402,F401
+from models import multistream  # noqa: E402,F401
+from models import upsampling  # noqa: E402,F401
 
 __all__ = ["ModelSpec", "get", "get_spec", "list_models", "register", "summary_table"]
