@@ -1,27 +1,38 @@
-"""Perceptron and multilayer perceptron from scratch: benign or malignant breast tumour?
-
-Lecture topic: the MLP and back-propagation.
-
-What you will learn:
-- what a neuron computes (weighted sum + activation) and how the perceptron's delta rule learns;
-- the common activation functions and their derivatives, and why the derivative matters;
-- back-propagation written out by hand in NumPy: the chain rule, layer by layer, backwards;
-- how to check hand-written gradients against automatic differentiation (``tf.GradientTape``);
-- that the model zoo's ``models.get("mlp")`` is the same network in three lines.
-
-Data: scikit-learn's Wisconsin breast cancer set: 569 fine-needle aspirates, 30 measurements of the
-cell nuclei each (radius, texture, concavity, ...), labelled benign or malignant. Real clinical data
-that ships with scikit-learn, so nothing is downloaded.
-
-Run it:  ``python tutorials/mlp_from_scratch.py [--quick]``  (about 30 s on a laptop CPU; ``--quick`` ~10 s).
-"""
+# %% [markdown]
+# # Perceptron and multilayer perceptron from scratch: benign or malignant breast tumour?
+#
+# **Lecture topic:** the MLP and back-propagation.
+#
+# **What you will learn**
+# - what a neuron computes (weighted sum + activation) and how the perceptron's delta rule learns;
+# - the common activation functions and their derivatives, and why the derivative matters;
+# - back-propagation written out by hand in NumPy: the chain rule, layer by layer, backwards;
+# - how to check hand-written gradients against automatic differentiation (`tf.GradientTape`);
+# - that the model zoo's `models.get("mlp")` is the same network in three lines.
+#
+# **Data:** scikit-learn's Wisconsin breast cancer set: 569 fine-needle aspirates, 30 measurements of the
+# cell nuclei each (radius, texture, concavity, ...), labelled benign or malignant. Real clinical data
+# that ships with scikit-learn, so nothing is downloaded.
+#
+# **Run it:**  `python tutorials/mlp_from_scratch.py [--quick]`  (about 30 s on a laptop CPU; `--quick` ~10 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Perceptron and MLP from scratch on the breast cancer data")
+# %%
+tut = common.start("mlp_from_scratch", "Perceptron and MLP from scratch on the breast cancer data", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,27 +1,38 @@
-"""Optimisation: SGD, momentum, Nesterov, AdaGrad, RMSProp and Adam; batch size, batch norm, initialisation, clipping.
-
-Lecture topic: optimisation for deep learning.
-
-What you will learn:
-- how the common optimisers differ, by training the same network from the same start with each
-  (``training.optim.get_optimizer``) and comparing loss curves;
-- how batch size trades the noise of each update against the number of updates per epoch;
-- how batch normalisation makes a deep network trainable with plain SGD;
-- why initialisation scale matters (activations vanish or explode with depth; Glorot/He keep them);
-- what exploding gradients look like, and how gradient clipping tames them.
-
-Data: scikit-learn's breast cancer measurements (benign vs malignant), small enough to train many
-networks in seconds.
-
-Run it:  ``python tutorials/optimisation.py [--quick]``  (about 1 minute on a laptop CPU; ``--quick`` ~15 s).
-"""
+# %% [markdown]
+# # Optimisation: SGD, momentum, Nesterov, AdaGrad, RMSProp and Adam; batch size, batch norm, initialisation, clipping
+#
+# **Lecture topic:** optimisation for deep learning.
+#
+# **What you will learn**
+# - how the common optimisers differ, by training the same network from the same start with each
+#   (`training.optim.get_optimizer`) and comparing loss curves;
+# - how batch size trades the noise of each update against the number of updates per epoch;
+# - how batch normalisation makes a deep network trainable with plain SGD;
+# - why initialisation scale matters (activations vanish or explode with depth; Glorot/He keep them);
+# - what exploding gradients look like, and how gradient clipping tames them.
+#
+# **Data:** scikit-learn's breast cancer measurements (benign vs malignant), small enough to train many
+# networks in seconds.
+#
+# **Run it:**  `python tutorials/optimisation.py [--quick]`  (about 1 minute on a laptop CPU; `--quick` ~15 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Optimisers, batch size, batch norm, initialisation and gradient clipping")
+# %%
+tut = common.start("optimisation", "Optimisers, batch size, batch norm, initialisation and gradient clipping", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,32 +1,43 @@
-"""Unsupervised deformable image registration: a network that learns to warp one image onto another.
-
-Lecture topic: image registration.
-
-What you will learn:
-- what deformable registration computes: a displacement field ``u`` such that the moving image read
-  at ``x + u(x)`` looks like the fixed image at ``x``;
-- the warping layer (a spatial transformer): resampling an image at displaced positions, written so
-  that gradients flow back into the displacement field;
-- unsupervised training (VoxelMorph): image similarity (local normalised cross-correlation) plus a
-  bending-energy penalty that keeps the field smooth; no true deformations are needed to train;
-- how to judge a registration without trusting the loss: label Dice and landmark distance before
-  and after, the error against a known field, deformation grids and the Jacobian determinant
-  (where it is <= 0 the transform folds space over itself, which anatomy never does).
-
-Data: synthetic 2D image pairs from ``data_utils.synthetic.make_registration_pairs``: one phantom
-anatomy (a body with three organs) and the same anatomy deformed by a known smooth random field,
-each with its own noise, plus label maps and landmarks. Knowing the true field lets us check what
-the network learned in a way real data never allows.
-
-Run it:  ``python tutorials/registration.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Unsupervised deformable image registration: a network that learns to warp one image onto another
+#
+# **Lecture topic:** image registration.
+#
+# **What you will learn**
+# - what deformable registration computes: a displacement field `u` such that the moving image read
+#   at `x + u(x)` looks like the fixed image at `x`;
+# - the warping layer (a spatial transformer): resampling an image at displaced positions, written so
+#   that gradients flow back into the displacement field;
+# - unsupervised training (VoxelMorph): image similarity (local normalised cross-correlation) plus a
+#   bending-energy penalty that keeps the field smooth; no true deformations are needed to train;
+# - how to judge a registration without trusting the loss: label Dice and landmark distance before
+#   and after, the error against a known field, deformation grids and the Jacobian determinant
+#   (where it is <= 0 the transform folds space over itself, which anatomy never does).
+#
+# **Data:** synthetic 2D image pairs from `data_utils.synthetic.make_registration_pairs`: one phantom
+# anatomy (a body with three organs) and the same anatomy deformed by a known smooth random field,
+# each with its own noise, plus label maps and landmarks. Knowing the true field lets us check what
+# the network learned in a way real data never allows.
+#
+# **Run it:**  `python tutorials/registration.py [--quick]`  (about 2 min on a laptop CPU; `--quick` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Unsupervised deformable registration (VoxelMorph) on synthetic image pairs")
+# %%
+tut = common.start("registration", "Unsupervised deformable registration (VoxelMorph) on synthetic image pairs", quick=QUICK)
 
 import keras
 import matplotlib.pyplot as plt

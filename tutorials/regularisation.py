@@ -1,29 +1,40 @@
-"""Regularisation: weight penalties, dropout, early stopping, augmentation, mixup, label smoothing, weight noise, ensembles, MC dropout.
-
-Lecture topic: regularisation and generalisation.
-
-What you will learn:
-- what overfitting looks like on a small medical training set (training accuracy up, test loss up);
-- how to add the classic regularisers with the kit: L1/L2 penalties
-  (``training.regularization.add_weight_penalty``), dropout, early stopping, weight noise
-  (``WeightNoise``), label smoothing;
-- imaging-specific data augmentation (``data_utils.augment``): which transforms are plausible
-  for ultrasound and which are not, and mixup;
-- how an ensemble of networks (``ensemble_predict``) and Monte-Carlo dropout (``mc_dropout_predict``)
-  give better-calibrated predictions and an uncertainty per image that flags likely mistakes.
-
-Data: 4-class B-mode ultrasound-like images (normal, cyst, solid mass, calcification) from
-``data_utils.synthetic``, with a deliberately SMALL training set.
-
-Run it:  ``python tutorials/regularisation.py [--quick]``  (about 2 minutes on a laptop CPU; ``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Regularisation: weight penalties, dropout, early stopping, augmentation, mixup, label smoothing, weight noise, ensembles, MC dropout
+#
+# **Lecture topic:** regularisation and generalisation.
+#
+# **What you will learn**
+# - what overfitting looks like on a small medical training set (training accuracy up, test loss up);
+# - how to add the classic regularisers with the kit: L1/L2 penalties
+#   (`training.regularization.add_weight_penalty`), dropout, early stopping, weight noise
+#   (`WeightNoise`), label smoothing;
+# - imaging-specific data augmentation (`data_utils.augment`): which transforms are plausible
+#   for ultrasound and which are not, and mixup;
+# - how an ensemble of networks (`ensemble_predict`) and Monte-Carlo dropout (`mc_dropout_predict`)
+#   give better-calibrated predictions and an uncertainty per image that flags likely mistakes.
+#
+# **Data:** 4-class B-mode ultrasound-like images (normal, cyst, solid mass, calcification) from
+# `data_utils.synthetic`, with a deliberately SMALL training set.
+#
+# **Run it:**  `python tutorials/regularisation.py [--quick]`  (about 2 minutes on a laptop CPU; `--quick` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Regularisation, augmentation, ensembles and MC-dropout uncertainty")
+# %%
+tut = common.start("regularisation", "Regularisation, augmentation, ensembles and MC-dropout uncertainty", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,19 +1,22 @@
-"""Scaling up: several devices, mixed precision and XLA — and what changes on a GPU.
-
-Lecture topic: optimisation in practice (training faster without changing the answer).
-
-What you will learn:
-- how data parallelism works: ``MirroredStrategy`` splits each GLOBAL batch over replicas and sums
-  their gradients, so each replica must divide its loss by the global batch size;
-- that training on two replicas gives the same losses as one device with the same global batch
-  (we split this CPU into two logical devices to see it without a GPU);
-- what mixed precision is (16-bit compute, 32-bit weights), why float16 needs loss scaling and
-  bfloat16 does not, and how to switch it on;
-- how to measure whether bfloat16 or XLA (``jit_compile=True``) actually helps on YOUR machine;
-- what changes on a GPU box or a cluster (``get_strategy()``, ``TF_CONFIG``).
-
-Run it:  ``python tutorials/scaling_up.py [--quick]``  (about 1-2 minutes on a laptop CPU; ``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Scaling up: several devices, mixed precision and XLA — and what changes on a GPU
+#
+# **Lecture topic:** optimisation in practice (training faster without changing the answer).
+#
+# **What you will learn**
+# - how data parallelism works: `MirroredStrategy` splits each GLOBAL batch over replicas and sums
+#   their gradients, so each replica must divide its loss by the global batch size;
+# - that training on two replicas gives the same losses as one device with the same global batch
+#   (we split this CPU into two logical devices to see it without a GPU);
+# - what mixed precision is (16-bit compute, 32-bit weights), why float16 needs loss scaling and
+#   bfloat16 does not, and how to switch it on;
+# - how to measure whether bfloat16 or XLA (`jit_compile=True`) actually helps on YOUR machine;
+# - what changes on a GPU box or a cluster (`get_strategy()`, `TF_CONFIG`).
+#
+# **Run it:**  `python tutorials/scaling_up.py [--quick]`  (about 1-2 minutes on a laptop CPU; `--quick` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %% [markdown]
 # ## Setup
@@ -21,11 +24,19 @@ Run it:  ``python tutorials/scaling_up.py [--quick]``  (about 1-2 minutes on a l
 # first, before any tensor exists. On a machine with GPUs we use them instead.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "MirroredStrategy, mixed precision and XLA")
+# %%
+tut = common.start("scaling_up", "MirroredStrategy, mixed precision and XLA", quick=QUICK)
 
 import tensorflow as tf  # noqa: E402
 

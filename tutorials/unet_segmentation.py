@@ -1,29 +1,40 @@
-"""Segmentation with U-Net: bladder, prostate and rectum on pelvic MR, in 2D and 3D.
-
-Lecture topic: segmentation with U-Net (2D and 3D); transposed convolution vs resize-and-convolve.
-
-What you will learn:
-- why U-Net joins its encoder to its decoder with skip connections;
-- how transposed convolution and "resize then convolve" up-sample, and why the first can leave
-  checkerboard artefacts;
-- why segmentation is trained with Dice + cross-entropy rather than either alone;
-- why data are split by patient (case), never by slice;
-- how to score a segmentation per structure with Dice and the 95th-percentile Hausdorff distance (mm);
-- how the same network becomes 3D by changing the input shape, and what that costs.
-
-Data: synthetic T2-weighted pelvic MR volumes (``data_utils.synthetic.pelvic``) with three labelled
-structures: 1 bladder, 2 prostate, 3 rectum. They are made in memory from a seed: nothing is downloaded.
-
-Run it:  ``python tutorials/unet_segmentation.py [--quick]``  (a few minutes on a laptop CPU: two
-2D U-Nets and a short 3D run; ``--quick`` ~20 s, one small 2D model for a few epochs).
-"""
+# %% [markdown]
+# # Segmentation with U-Net: bladder, prostate and rectum on pelvic MR, in 2D and 3D
+#
+# **Lecture topic:** segmentation with U-Net (2D and 3D); transposed convolution vs resize-and-convolve.
+#
+# **What you will learn**
+# - why U-Net joins its encoder to its decoder with skip connections;
+# - how transposed convolution and "resize then convolve" up-sample, and why the first can leave
+#   checkerboard artefacts;
+# - why segmentation is trained with Dice + cross-entropy rather than either alone;
+# - why data are split by patient (case), never by slice;
+# - how to score a segmentation per structure with Dice and the 95th-percentile Hausdorff distance (mm);
+# - how the same network becomes 3D by changing the input shape, and what that costs.
+#
+# **Data:** synthetic T2-weighted pelvic MR volumes (`data_utils.synthetic.pelvic`) with three labelled
+# structures: 1 bladder, 2 prostate, 3 rectum. They are made in memory from a seed: nothing is downloaded.
+#
+# **Run it:**  `python tutorials/unet_segmentation.py [--quick]`  (a few minutes on a laptop CPU: two
+# 2D U-Nets and a short 3D run; `--quick` ~20 s, one small 2D model for a few epochs).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "2D and 3D U-Net segmentation of synthetic pelvic MR")
+# %%
+tut = common.start("unet_segmentation", "2D and 3D U-Net segmentation of synthetic pelvic MR", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
