@@ -63,7 +63,7 @@ EPOCHS = tut.pick(15, 4)
 BATCH_SIZE = 16
 LEARNING_RATE = 1e-2
 NET = dict(stream_filters=(8, 16), joint_filters=(16,), norm="instance")  # the same design for every variant
-TASKS = {0: ("brain", (2, 3)), 1: ("white matter", (3,))}  # task index -> (name, tissue labels it segments)
+TASKS = {0: ("CSF", (1,)), 1: ("white matter", (3,))}  # task index -> (name, tissue labels it segments)
 
 # %% [markdown]
 # ## Two contrasts of the same anatomy
@@ -171,8 +171,8 @@ tut.save_figure(fig, "streams.png")
 
 # %% [markdown]
 # ## One network, two tasks, chosen by a one-hot indicator Z
-# Two tasks on the T1 images: task 0 segments the brain (grey and white matter, lesions), task 1 only
-# the white matter: the same pixels get different labels depending on the task. Two ways to share:
+# Two tasks on the T1 images: task 0 segments the CSF, task 1 the white matter (with lesions): the
+# same image, a different mask depending on the task. Two ways to share:
 # - **task indicator**: ONE network with a second input, the one-hot `Z_i` (task 0 -> `[1, 0]`, task 1
 #   -> `[0, 1]`). The `multistream` builder gives a vector input its own small dense stream and
 #   broadcasts it to every pixel at the join, so `Z_i` can change what every pixel's output means.
@@ -233,7 +233,7 @@ for k, (name, _) in TASKS.items():
     heads_dice[name] = dice_score(heads_out[name].argmax(-1) == 1, truth == 1)
     print(f"{name:>13s}: task indicator Dice {task_dice[name]:.3f}, separate heads {heads_dice[name]:.3f}")
 # Does the network read Z? The pixels whose label changes when only Z changes should be exactly those
-# where the two tasks' answers differ (grey matter and lesions); a network that ignored Z changes none.
+# where the two tasks' answers differ (CSF or white matter); a network that ignored Z changes none.
 changed_by_z = conditioned_maps[0] != conditioned_maps[1]
 tasks_differ = masks[0][test_idx] != masks[1][test_idx]
 z_effect_dice = dice_score(changed_by_z, tasks_differ)
@@ -269,7 +269,7 @@ tut.save_figure(fig, "task_indicator.png")
 # - A multi-stream network gives each input its own stream and joins them by concatenation; the
 #   measured value of the second contrast, and of joining late rather than early, is printed above.
 # - A one-hot task indicator joined like a second stream turns one network into several: the same
-#   weights segment the whole brain or only its white matter depending on `Z_i`, and changing `Z_i`
+#   weights segment the CSF or the white matter depending on `Z_i`, and changing `Z_i`
 #   alone changes the labels of pixels where the two tasks differ (the Dice of that printed above
 #   would be 0 for a network that ignored `Z_i`).
 #   Separate heads do the same with one output layer per task; compare their Dice and parameter
@@ -278,7 +278,7 @@ tut.save_figure(fig, "task_indicator.png")
 # ## Try next
 # 1. Add clinical features as a vector stream: `input_shapes=((32, 32, 1), (3,))` with, e.g., age and
 #    two lab values, for a slice-level classification (`task="classification"`).
-# 2. Give the task indicator network a third task (CSF, a harder one on T1). What does it cost in parameters,
+# 2. Give the task indicator network a third task (grey matter, a thin ribbon at this resolution). What does it cost in parameters,
 #    compared with a third head?
 # 3. Join the two contrasts later (more `stream_filters`, fewer `joint_filters`) or earlier. Where is
 #    the best joining point, and how does it depend on the training-set size?
@@ -301,7 +301,7 @@ tut.finish(
     },
     expect={
         "second_contrast_gain": (">=", 0.05),
-        "indicator_worst_dice": (">=", 0.5),
-        "z_effect_dice": (">=", 0.2),  # 0 if Z were ignored
+        "indicator_worst_dice": (">=", 0.3),
+        "z_effect_dice": (">=", 0.5),  # 0 if Z were ignored
     },
 )
