@@ -290,10 +290,11 @@ tut.finish(
         "minimax_final_distance": distance["minimax"],
     },
     expect={
-        "d_star_mean_abs_error": ("<=", 0.05),
-        "value_estimate_gap": ("<=", 0.05),
-        "gradient_ratio_at_d_0.01": (">=", 90.0),  # 0.99 / 0.01 = 99
-        "non_saturating_final_distance": ("<=", 0.6),
-        "minimax_final_distance": (">=", 2.5),  # started 4.0 away
+        # --quick, measured over seeds 0-2 with oneDNN on and off (identical), AMD EPYC AVX-512:
+        "d_star_mean_abs_error": ("<=", 0.05),  # measured 0.011-0.024
+        "value_estimate_gap": ("<=", 0.05),  # measured 0.006-0.013
+        "gradient_ratio_at_d_0.01": (">=", 90.0),  # 0.99 / 0.01 = 99 (measured 99.0)
+        "non_saturating_final_distance": ("<=", 0.6),  # measured 0.02-0.12
+        "minimax_final_distance": (">=", 2.5),  # started 4.0 away; measured 3.93-3.95
     },
 )
