@@ -263,7 +263,7 @@ tut.finish(
     },
     expect={
         "mr_augmentation_gain_other_scanner": (">=", 0.05),
-        "mr_aug_as_acquired": (">=", 0.5),
+        "mr_aug_as_acquired": (">=", 0.4),
         **({"ct_augmentation_gain_other_scanner": (">=", 0.0)} if RUN_CT_EXPERIMENT else {}),
     },
 )
