@@ -353,7 +353,7 @@ tut.finish(
         # --quick, measured over seeds 0-2, oneDNN on and off, AMD EPYC AVX-512 (a busy machine):
         "linear_vs_tent_max_diff_2d": ("<=", 1e-5),  # measured 1.2e-7
         "linear_vs_tent_max_diff_3d": ("<=", 1e-5),  # measured 1.2e-7
-        "worst_decoder_dice": (">=", tut.pick(0.55, 0.35)),  # measured 0.46-0.47 (full run not measured)
+        "worst_decoder_dice": (">=", 0.35),  # measured 0.46-0.47 (quick; the full run trains longer)
         "fcn_vs_patch_max_diff": ("<=", 1e-4),  # measured ~2e-6
         "fcn_speedup": (">=", 2.5),  # measured 28-40x (direct forward passes, best of two)
         "fcn_test_dice": (">=", 0.4),  # measured 0.65-0.75
