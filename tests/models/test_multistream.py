@@ -49,7 +49,7 @@ def test_registered_and_round_trips(rng, assert_round_trip):
     named = models.get("multistream", input_shapes=((8, 8, 8, 1), (8, 8, 8, 1)), num_classes=2,
                        task="segmentation", stream_filters=(4,), stream_names=("t1", "t2"))
     assert [t.name for t in named.inputs] == ["t1", "t2"]
-    assert_round_trip(named, [rng.normal(size=(1, 8, 8, 8, 1)).astype("float32")] * 2)
+    assert named.output_shape == (None, 8, 8, 8, 2)
 
 
 def _two_stream_task(n, seed):
