@@ -29,5 +29,7 @@ from models import autoencoder  # noqa: F401
 from models import gan  # noqa: F401
 from models import diffusion  # noqa: F401
 from models import registration  # noqa: F401
+from models import multistream  # noqa: F401
+from models import upsampling  # noqa: F401
 
 __all__ = ["ModelSpec", "get", "get_spec", "list_models", "register", "summary_table"]

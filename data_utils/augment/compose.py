@@ -11,6 +11,7 @@ from data_utils.augment.intensity import (
     bias_field,
     brightness,
     contrast,
+    ct_window,
     cutout,
     gamma,
     gaussian_blur,
@@ -28,10 +29,12 @@ from data_utils.augment.spatial import (
     draw_affine,
     draw_elastic,
     draw_flip,
+    draw_projective,
     draw_rot90,
     elastic,
     flip,
     random_affine,
+    random_projective,
     realize_transform,
     rot90,
 )
@@ -126,12 +129,15 @@ LowResolution = _spec("LowResolution", Augmentation, low_resolution)
 Cutout = _spec("Cutout", Augmentation, cutout)
 MixUp = _spec("MixUp", BatchAugmentation, mixup)
 CutMix = _spec("CutMix", BatchAugmentation, cutmix)
+Projective = _spec("Projective", SpatialAugmentation, random_projective, draw=staticmethod(draw_projective),
+                   default_padding="border")
+CTWindow = _spec("CTWindow", Augmentation, ct_window)
 
 # Every configured step by name in the kit's registry (category "augmentation"): "flip", "affine",
 # "bias_field", ... (the class name in snake_case), so configs and command lines can name them.
 for _cls in (Flip, Rot90, Affine, Elastic, BiasField, RicianNoise, GaussianNoise, SpeckleNoise, Gamma,
              Brightness, Contrast, HistogramShift, GibbsRinging, KSpaceSpikes, GaussianBlur,
-             LowResolution, Cutout, MixUp, CutMix):
+             LowResolution, Cutout, MixUp, CutMix, Projective, CTWindow):
     REGISTRY.register("augmentation", _cls.function.__name__.replace("random_", ""), _cls)
 
 
