@@ -293,15 +293,7 @@ def main(argv=None) -> None:
     cfg = parse_args(AugmentBenchConfig, argv, description=__doc__.splitlines()[0])
     if cfg.quick:
         cfg = dataclasses.replace(cfg, repeats=1, volumes=8)
-    info = common.machine_info()
-    started = time.time()
-    raw = measure(cfg)
-    load_end = common.load_average()
-    markdown, summary = report(cfg, raw, info, load_end)
-    data = {"benchmark": "augment", "config": dataclasses.asdict(cfg), "machine": info, "load_average_end": load_end,
-            "wall_seconds": time.time() - started, "summary": summary, "raw": raw}
-    md, js = common.write_results("augment", markdown, data, cfg.out_dir)
-    print("\n" + markdown + f"\n\nWritten to {md} and {js}")
+    common.run_benchmark("augment", cfg, measure, report)
 
 
 if __name__ == "__main__":

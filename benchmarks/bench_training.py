@@ -343,15 +343,7 @@ def main(argv=None) -> None:
     cfg = parse_args(TrainingBenchConfig, argv, description=__doc__.splitlines()[0])
     if cfg.quick:
         cfg = dataclasses.replace(cfg, repeats=1, steps=2, warmup=1)
-    info = common.machine_info()
-    started = time.time()
-    raw = measure(cfg)
-    load_end = common.load_average()
-    markdown, summary = report(cfg, raw, info, load_end)
-    data = {"benchmark": "training", "config": dataclasses.asdict(cfg), "machine": info, "load_average_end": load_end,
-            "wall_seconds": time.time() - started, "summary": summary, "raw": raw}
-    md, js = common.write_results("training", markdown, data, cfg.out_dir)
-    print("\n" + markdown + f"\n\nWritten to {md} and {js}")
+    common.run_benchmark("training", cfg, measure, report)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,33 @@ def matmul_gflops(framework: str, n: int = MATMUL_SIZE, seconds: float = 1.0) ->
             return 2 * n**3 * count / elapsed / 1e9
 
 
+def run_benchmark(name: str, cfg: Any, measure: Callable[[Any], dict],
+                  report: Callable[[Any, dict, dict, list[float]], tuple[str, dict]]) -> dict:
+    """Measure, tabulate and write one benchmark: ``<cfg.out_dir>/<name>.md`` and ``.json``.
+
+    Args:
+        name: file stem and the JSON's ``benchmark`` entry.
+        cfg: the benchmark's config dataclass (with an ``out_dir`` field); saved in the JSON.
+        measure: ``measure(cfg) -> raw`` runs the measurements.
+        report: ``report(cfg, raw, machine_info, load_at_end) -> (markdown, summary)``.
+
+    Returns:
+        The dict written as JSON (config, machine, loads, wall time, summary and raw results).
+    """
+    import dataclasses
+
+    info = machine_info()
+    started = time.time()
+    raw = measure(cfg)
+    load_end = load_average()
+    markdown, summary = report(cfg, raw, info, load_end)
+    data = {"benchmark": name, "config": dataclasses.asdict(cfg), "machine": info, "load_average_end": load_end,
+            "wall_seconds": time.time() - started, "summary": summary, "raw": raw}
+    md, js = write_results(name, markdown, data, cfg.out_dir)
+    print("\n" + markdown + f"\n\nWritten to {md} and {js}")
+    return data
+
+
 def summarise(values: Sequence[float]) -> dict[str, float]:
     """Median, min and max of repeated measurements (the median is what tables quote)."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}

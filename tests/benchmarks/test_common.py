@@ -60,3 +60,21 @@ def test_summarise_quotes_the_median():
 def test_matmul_gflops_rejects_unknown_framework():
     with pytest.raises(ValueError, match="framework"):
         common.matmul_gflops("numpy")
+
+
+def test_run_benchmark_writes_the_report_and_every_measurement(tmp_path):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Cfg:
+        repeats: int = 2
+        out_dir: str = str(tmp_path)
+
+    data = common.run_benchmark(
+        "demo", Cfg(), measure=lambda cfg: {"rounds": [1.0] * cfg.repeats},
+        report=lambda cfg, raw, info, load_end: (f"| {len(raw['rounds'])} rounds on {info['isa']} |", {"n": 2}))
+    written = json.loads((tmp_path / "demo.json").read_text())
+    assert written == data
+    assert written["config"] == {"repeats": 2, "out_dir": str(tmp_path)}
+    assert written["raw"] == {"rounds": [1.0, 1.0]} and written["summary"] == {"n": 2}
+    assert (tmp_path / "demo.md").read_text().startswith("| 2 rounds on ")
