@@ -95,7 +95,7 @@ tut.save_figure(fig, "pelvic_slices.png")
 # (organ shapes, positions, brightness) and drop what they do not (texture, noise).
 
 # %%
-autoencoder = models.get("conv-autoencoder", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), filters=AE_FILTERS,
+autoencoder = models.get("conv_autoencoder", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), filters=AE_FILTERS,
                          latent_channels=AE_CODE_CHANNELS, norm="instance")
 code_shape = get_encoder(autoencoder).output.shape[1:]
 print(f"autoencoder: {autoencoder.count_params():,} parameters, code {code_shape} "

@@ -208,7 +208,7 @@ print(f"critical points: {np.mean(critical_fraction):.0%} of the cloud on averag
 # 3. Train with ``reg_weight=0`` and compare ``||I - A A^T||^2`` of the feature T-Net.
 # 4. Delete a random half of each test cloud and measure the accuracy. Then delete half of the
 #    critical points instead.
-# 5. Segment the organ parts with ``models.get("pointnet-seg", ...)`` and the per-point labels that
+# 5. Segment the organ parts with ``models.get("pointnet_seg", ...)`` and the per-point labels that
 #    ``make_pointcloud_dataset`` returns as its third output.
 
 # %%

@@ -73,7 +73,6 @@ from data_utils.augment.compose import (  # noqa: E402
     Affine,
     apply_to_dataset,
     Augmentation,
-    AUGMENTATIONS,
     BatchAugmentation,
     BiasField,
     Brightness,

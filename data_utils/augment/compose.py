@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from data_utils.registry import REGISTRY
 from data_utils.augment.seeding import _batch_size, as_seed, batch_seed, spatial_rank, split_seed
 from data_utils.augment.intensity import (
     bias_field,
@@ -126,12 +127,12 @@ Cutout = _spec("Cutout", Augmentation, cutout)
 MixUp = _spec("MixUp", BatchAugmentation, mixup)
 CutMix = _spec("CutMix", BatchAugmentation, cutmix)
 
-AUGMENTATIONS = {
-    cls.__name__: cls
-    for cls in (Flip, Rot90, Affine, Elastic, BiasField, RicianNoise, GaussianNoise, SpeckleNoise, Gamma,
-                Brightness, Contrast, HistogramShift, GibbsRinging, KSpaceSpikes, GaussianBlur,
-                LowResolution, Cutout, MixUp, CutMix)
-}
+# Every configured step by name in the kit's registry (category "augmentation"): "flip", "affine",
+# "bias_field", ... (the class name in snake_case), so configs and command lines can name them.
+for _cls in (Flip, Rot90, Affine, Elastic, BiasField, RicianNoise, GaussianNoise, SpeckleNoise, Gamma,
+             Brightness, Contrast, HistogramShift, GibbsRinging, KSpaceSpikes, GaussianBlur,
+             LowResolution, Cutout, MixUp, CutMix):
+    REGISTRY.register("augmentation", _cls.function.__name__.replace("random_", ""), _cls)
 
 
 class Compose:
@@ -139,8 +140,11 @@ class Compose:
 
     Geometric steps move image and label together (image linear, label nearest: it stays integer
     with the same classes); consecutive geometric steps are FUSED into one resampling (flips,
-    rotations, affines and elastic fields are composed into one sampling grid first). Intensity
-    steps change the image only. Other keys pass through unchanged.
+    rotations, affines and elastic fields are composed into one sampling grid first) as long as
+    their ``padding`` agrees: a step with another padding starts a new resampling, so every step
+    fills what it moves in with its own padding, exactly as when applied one by one. (Flips and
+    90-degree rotations move nothing in, so they join any run.) Intensity steps change the image
+    only. Other keys pass through unchanged.
 
     Args:
         transforms: list of :class:`Augmentation` objects, applied in order.
@@ -202,13 +206,19 @@ class Compose:
             # Elastic fields are realised here, outside XLA: their matrix products run faster
             # on oneDNN than under XLA on CPU.
             transforms = [realize_transform(t.draw_transform(s, batch, shape), shape) for t, s in pending]
-            paddings = [t.padding for t, _ in pending if not t.exact]
+            padding = run_padding()
             resample = _resample_xla if self.jit_compile else _resample
-            return resample(image, label, transforms, paddings[0] if paddings else "border",
-                            "linear" if paddings else "nearest")
+            return resample(image, label, transforms, padding or "border",
+                            "nearest" if padding is None else "linear")
+
+        def run_padding():
+            return next((t.padding for t, _ in pending if not t.exact), None)
 
         for i, t in enumerate(self.transforms):
             if t.kind == "spatial":
+                if not t.exact and run_padding() not in (None, t.padding):
+                    image, label = flush(image, label)  # one grid cannot pad two ways
+                    pending = []
                 pending.append((t, seeds[i]))
                 continue
             image, label = flush(image, label)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import keras
 
+from data_utils.registry import REGISTRY
 from training.losses.core import (
     smooth_labels,
     to_one_hot,
@@ -59,8 +60,6 @@ from training.losses.registration import (
     local_ncc,
     local_ncc_loss,
     LocalNCCLoss,
-    mae_loss,
-    mse_loss,
     mutual_information,
     ssd_loss,
     SSDLoss,
@@ -74,7 +73,9 @@ from training.losses.generative import (
 )
 
 
-LOSSES = {
+# The loss classes by name in the kit's registry (category "loss"): REGISTRY.names("loss") lists
+# them and command-line choices come from there.
+for _name, _cls in {
     "dice": SoftDiceLoss,
     "generalized_dice": GeneralizedDiceLoss,
     "dice_ce": DiceCELoss,
@@ -82,29 +83,26 @@ LOSSES = {
     "focal": FocalLoss,
     "tversky": TverskyLoss,
     "ssd": SSDLoss,
-    "mse": SSDLoss,
     "l1": L1Loss,
-    "mae": L1Loss,
     "lncc": LocalNCCLoss,
     "gmi": GlobalMutualInformationLoss,
     "bending_energy": BendingEnergyLoss,
     "gradient_norm": GradientNormLoss,
-}
+}.items():
+    REGISTRY.register("loss", _name, _cls)
 
 
 def get(name: str, **kwargs) -> keras.losses.Loss:
-    """Build a loss by its short name (``LOSSES`` lists them), e.g. ``get("dice_ce", batch=True)``.
+    """Build a loss by its registered name, e.g. ``get("dice_ce", batch=True)``.
 
     Args:
-        name: a key of ``LOSSES``.
+        name: one of ``REGISTRY.names("loss")``.
         **kwargs: arguments of the loss class.
 
     Returns:
         A ``keras.losses.Loss`` instance.
 
     Raises:
-        ValueError: for an unknown name.
+        KeyError: for an unknown name (the message lists the registered ones).
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    return LOSSES[name](**kwargs)
+    return REGISTRY.build("loss", name, **kwargs)

@@ -24,9 +24,6 @@ def ssd_loss(y_true, y_pred):
     return ops.mean(ops.square(diff), axis=tuple(range(1, len(diff.shape))))
 
 
-mse_loss = ssd_loss
-
-
 def l1_loss(y_true, y_pred):
     """Mean absolute error over voxels per sample (the L1 term of pix2pix-style image synthesis).
 
@@ -38,9 +35,6 @@ def l1_loss(y_true, y_pred):
     """
     diff = ops.cast(y_true, "float32") - ops.cast(y_pred, "float32")
     return ops.mean(ops.abs(diff), axis=tuple(range(1, len(diff.shape))))
-
-
-mae_loss = l1_loss
 
 
 def _window(window: int | Sequence[int], spatial_shape: Sequence[int | None]) -> tuple[int, ...]:

@@ -83,3 +83,16 @@ def test_pipeline_batches_differ_and_runs_repeat():
     a, b = [[el["image"].numpy() for el in fixed] for _ in range(2)]
     np.testing.assert_array_equal(a[1], b[1])
     assert np.abs(a[0] - a[1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("paddings", [("border", "zeros"), ("zeros", "border")])
+def test_fusion_keeps_each_steps_padding(paddings):
+    ones = np.ones((2, 24, 24, 1), "float32")
+    first = augment.Affine(translation=(5.0, 5.0), padding=paddings[0])
+    second = augment.Affine(translation=(5.0, 5.0), padding=paddings[1])
+    seeds = augment.split_seed([3, 4], 3)
+    fused = augment.Compose([first, augment.Flip(), second])({"image": ones}, [3, 4])["image"].numpy()
+    # Either order ends with zeros moved in somewhere: the "zeros" step pads with zeros.
+    assert fused.min() < 1e-6 and fused.max() == pytest.approx(1.0)
+    sequential = second(augment.Flip()(first(ones, seeds[0]), seeds[1]), seeds[2]).numpy()
+    np.testing.assert_allclose(fused, sequential, atol=1e-5)
