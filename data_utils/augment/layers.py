@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from data_utils.augment.seeding import stateless_seed
+from data_utils.augment.seeding import as_seed, stateless_seed
 from data_utils.augment.compose import (
     Affine,
     BiasField,
