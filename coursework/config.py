@@ -20,9 +20,6 @@ from collections.abc import Sequence
 from training.config import ConfigError, add_arguments, field, from_dict, load_config
 
 MODES = ("2d", "3d")
-LOSSES = ("dice_ce", "dice", "generalized_dice", "cross_entropy", "focal", "tversky")
-AUGMENTATIONS = ("flip", "affine")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 NUM_CLASSES = 4  # 0 background, 1 bladder, 2 prostate, 3 rectum
 STRUCTURES = {1: "bladder", 2: "prostate", 3: "rectum"}
 
@@ -56,9 +53,9 @@ class CourseworkConfig:
         "(mode 2d; empty = all volumes share one plane size)"
     )
     # --- the training
-    loss: str = field("dice_ce", "loss name from training.losses", choices=LOSSES)
-    augment: list[str] = field(["flip", "affine"], "augmentation chain, applied in order", choices=AUGMENTATIONS)
-    optimizer: str = field("adam", "optimiser name from training.optim", choices=OPTIMIZERS)
+    loss: str = field("dice_ce", "loss name from training.losses", registry="loss")
+    augment: list[str] = field(["flip", "affine"], "augmentation chain, applied in order", registry="augmentation")
+    optimizer: str = field("adam", "optimiser name from training.optim", registry="optimizer")
     learning_rate: float = field(2e-3, "peak learning rate")
     epochs: int = field(10, "passes over the training cases")
     batch_size: int = field(16, "slices (2D) or patches (3D) per step")

@@ -78,7 +78,11 @@ def augmentation(cfg: CourseworkConfig):
     }
     if not cfg.augment:
         return None
-    return augment.Compose([steps[name]() for name in cfg.augment])
+    # Any other registered augmentation (``--augment elastic``) with its library defaults.
+    from data_utils.registry import REGISTRY
+
+    return augment.Compose([steps[name]() if name in steps else REGISTRY.build("augmentation", name)
+                            for name in cfg.augment])
 
 
 # >>> PLUG-IN POINT 4: pre-processing and inference ------------------------------------------

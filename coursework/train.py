@@ -112,7 +112,8 @@ def make_datasets(cfg: CourseworkConfig, train, val):
         patches = 8
         train_ds = datasets.patch_dataset(train, cfg.patch_size, cfg.batch_size, seed=cfg.seed, augment=augment,
                                           patches_per_volume=patches, repeat=repeat)
-        val_ds = datasets.patch_dataset(val, cfg.patch_size, cfg.batch_size, seed=cfg.seed + 1, patches_per_volume=patches)
+        val_ds = datasets.patch_dataset(val, cfg.patch_size, cfg.batch_size, seed=cfg.seed + 1, patches_per_volume=patches,
+                                        new_patches_each_epoch=False)  # every epoch scored on the same patches
         samples = len(train) * patches
     steps = cfg.steps_per_epoch or -(-samples // cfg.batch_size)
     return train_ds.map(datasets.to_xy), val_ds.map(datasets.to_xy), steps

@@ -9,6 +9,7 @@ Modules (import the one you need; this package imports nothing heavy on its own)
   cropping and padding; NumPy for whole volumes and TensorFlow graph ops for batches.
 - ``data_utils.augment``: seeded, batched 2D/3D augmentation graph ops and Keras layers.
 - ``data_utils.spatial``: resampling of batched images and labels (warps, affine grids).
+- ``data_utils.registry``: the one registry of names -> builders (models, losses, augmentations, optimisers).
 - ``data_utils.inference``: sliding-window inference over whole volumes.
 - ``data_utils.formats`` / ``data_utils.layouts`` / ``data_utils.download``: other file formats
   (npz, h5, PNG, DICOM), dataset layouts (Decathlon, CSV) and verified downloads of real datasets.

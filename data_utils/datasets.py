@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -421,11 +420,15 @@ def patch_dataset(
     patches_per_volume: int = 8,
     augment: Callable | None = None,
     repeat: bool = False,
+    new_patches_each_epoch: bool = True,
 ) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of foreground-balanced random 3D patches.
 
-    One epoch is ``len(volumes) * patches_per_volume`` patches. Epoch ``e`` draws its patches from
-    ``np.random.default_rng([seed, e])``: the same seed gives the same patches, each epoch new ones.
+    One epoch (one pass over the dataset) is ``len(volumes) * patches_per_volume`` patches, drawn
+    from a seed that ``tf.data.Dataset.random(seed)`` gives each pass: the same ``seed`` gives the
+    same patches, and with ``new_patches_each_epoch`` each epoch gets new ones. A validation set
+    needs ``new_patches_each_epoch=False``: every epoch is then scored on the same patches, so
+    ``ModelCheckpoint(monitor="val_loss")`` compares epochs on equal terms.
 
     Args:
         volumes: dicts with ``image``/``label`` ``(D, H, W)``.
@@ -436,7 +439,9 @@ def patch_dataset(
             ``pos / (pos + neg)``); 0 gives uniform sampling.
         patches_per_volume: patches per volume per epoch.
         augment: optional ``augment(element, seed) -> element`` per batch (see :func:`slice_dataset`).
-        repeat: repeat forever.
+        repeat: repeat forever (each repetition is a new epoch).
+        new_patches_each_epoch: draw new patches on every pass (training); ``False`` repeats the
+            same patches on every pass (validation).
 
     Returns:
         Dataset of ``{"image": (B, d, h, w, 1) float32, "label": (B, d, h, w) int32, "case_id": (B,) string}``.
@@ -447,11 +452,10 @@ def patch_dataset(
         raise ValueError(f"`patch_size` must be three positive sizes (d, h, w), got {patch_size}.")
     if not 0.0 <= foreground_ratio <= 1.0:
         raise ValueError(f"`foreground_ratio` must be in [0, 1], got {foreground_ratio}.")
-    epochs = itertools.count()
     num_patches = len(volumes) * int(patches_per_volume)
 
-    def generate():
-        rng = np.random.default_rng([int(seed), next(epochs)])
+    def generate(epoch_seed):
+        rng = np.random.default_rng([int(seed), int(epoch_seed) % 2**63])
         yield from sample_patches(volumes, patch_size, num_patches, rng, foreground_ratio)
 
     signature = {
@@ -459,7 +463,12 @@ def patch_dataset(
         "label": tf.TensorSpec(patch_size, tf.int32),
         "case_id": tf.TensorSpec((), tf.string),
     }
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    # The pass's seed comes from tf.data's stateless RNG, not from Python state: a new value on
+    # every iteration (epoch) only when asked for, the same one otherwise.
+    epoch_seed = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=new_patches_each_epoch)
+    ds = epoch_seed.take(1).flat_map(
+        lambda s: tf.data.Dataset.from_generator(generate, args=(s,), output_signature=signature)
+    )
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(int(batch_size))

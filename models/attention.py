@@ -225,7 +225,7 @@ def spatial_self_attention(x, num_heads: int = 1, *, groups: int = 8, name: str 
     return layers.Add(name=f"{name}_residual")([x, h])
 
 
-@register("transformer-classifier", family="Attention", topic="Attention and transformers", ranks=(1,),
+@register("transformer_classifier", family="Attention", topic="Attention and transformers", ranks=(1,),
           defaults={"input_shape": (64, 8), "num_classes": 2},
           example={"input_shape": (16, 4), "hidden_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 16})
 def transformer_classifier(

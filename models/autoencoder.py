@@ -2,7 +2,7 @@
 
 Both are built from two sub-models you can take out and use on their own::
 
-    ae = models.get("conv-autoencoder", input_shape=(64, 64, 1))
+    ae = models.get("conv_autoencoder", input_shape=(64, 64, 1))
     encoder, decoder = get_encoder(ae), get_decoder(ae)
 
 * :func:`conv_autoencoder` compresses an image to a small feature map and reconstructs it. Train it
@@ -145,7 +145,7 @@ def _output(x, channels: int, rank: int, activation: str | None):
     return layers.Activation(activation or "linear", dtype="float32", name="reconstruction")(x)
 
 
-@register("conv-autoencoder", family="Autoencoder", topic="Autoencoders and generative models",
+@register("conv_autoencoder", family="Autoencoder", topic="Autoencoders and generative models",
           defaults={"input_shape": (64, 64, 1)}, example={"input_shape": (16, 16, 1), "filters": (4, 8)})
 def conv_autoencoder(
     input_shape: Sequence[int] = (64, 64, 1),

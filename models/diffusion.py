@@ -328,7 +328,7 @@ def time_residual_block(x, time_embedding, filters: int, *, groups: int = 8, dro
     return layers.Add(name=f"{name}_out")([skip, h])
 
 
-@register("diffusion-unet", family="Diffusion", topic="Diffusion models",
+@register("diffusion_unet", family="Diffusion", topic="Diffusion models",
           defaults={"input_shape": (32, 32, 1)},
           example={"input_shape": (16, 16, 1), "base_filters": 8, "channel_mults": (1, 2)})
 def diffusion_unet(

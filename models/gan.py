@@ -44,7 +44,7 @@ def _check_divisible(shape: Sequence[int], levels: int, who: str) -> int:
     return rank
 
 
-@register("dcgan-generator", family="GAN", topic="Generative adversarial networks",
+@register("dcgan_generator", family="GAN", topic="Generative adversarial networks",
           defaults={"latent_dim": 100, "output_shape": (64, 64, 3)},
           example={"latent_dim": 8, "output_shape": (16, 16, 1), "filters": (16, 8)})
 def dcgan_generator(
@@ -88,7 +88,7 @@ def dcgan_generator(
     return keras.Model(z, image, name=name)
 
 
-@register("dcgan-discriminator", family="GAN", topic="Generative adversarial networks",
+@register("dcgan_discriminator", family="GAN", topic="Generative adversarial networks",
           defaults={"input_shape": (64, 64, 3)}, example={"input_shape": (16, 16, 1), "filters": (8, 16)})
 def dcgan_discriminator(
     input_shape: Sequence[int] = (64, 64, 3),
@@ -143,7 +143,7 @@ def _up(x, filters: int, rank: int, *, dropout: float, name: str):
     return layers.ReLU(name=f"{name}_act")(x)
 
 
-@register("pix2pix-generator", family="GAN", topic="Generative adversarial networks",
+@register("pix2pix_generator", family="GAN", topic="Generative adversarial networks",
           defaults={"input_shape": (256, 256, 3), "output_channels": 3},
           example={"input_shape": (32, 32, 1), "output_channels": 1, "filters": (8, 16, 32)})
 def pix2pix_generator(
@@ -189,7 +189,7 @@ def pix2pix_generator(
     return keras.Model(source, target, name=name)
 
 
-@register("patchgan-discriminator", family="GAN", topic="Generative adversarial networks",
+@register("patchgan_discriminator", family="GAN", topic="Generative adversarial networks",
           defaults={"input_shape": (256, 256, 3), "target_channels": 3},
           example={"input_shape": (32, 32, 1), "target_channels": 1, "filters": (8, 16, 32)})
 def patchgan_discriminator(

@@ -9,7 +9,7 @@ Example::
 
     import models
     clf = models.get("pointnet", num_points=1024, num_classes=40)
-    seg = models.get("pointnet-seg", num_points=2048, num_classes=4)
+    seg = models.get("pointnet_seg", num_points=2048, num_classes=4)
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def pointnet(
 
 
 @register(
-    "pointnet-seg",
+    "pointnet_seg",
     family="PointNet",
     topic=_TOPIC,
     ranks=(1,),

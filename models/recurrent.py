@@ -229,15 +229,15 @@ def _register_cell(cell: str, label: str) -> None:
     tagger.__doc__ = f"{label} many-to-many tagger; see :func:`rnn_tagger`."
     defaults = {"input_shape": (100, 1), "num_classes": 2, "units": (64,)}
     example = {"input_shape": (20, 1), "units": (8,)}
-    register(f"{cell}-classifier", family="Recurrent", topic="RNN/LSTM", ranks=(1,), defaults=defaults,
+    register(f"{cell}_classifier", family="Recurrent", topic="RNN/LSTM", ranks=(1,), defaults=defaults,
              example=example)(classifier)
-    register(f"{cell}-tagger", family="Recurrent", topic="RNN/LSTM", ranks=(1,), defaults=defaults,
+    register(f"{cell}_tagger", family="Recurrent", topic="RNN/LSTM", ranks=(1,), defaults=defaults,
              example=example)(tagger)
 
 
 for _cell, _label in (("rnn", "SimpleRNN"), ("lstm", "LSTM"), ("gru", "GRU")):
     _register_cell(_cell, _label)
 
-register("cnn-lstm", family="Recurrent", topic="RNN/LSTM", ranks=(2, 3),
+register("cnn_lstm", family="Recurrent", topic="RNN/LSTM", ranks=(2, 3),
          defaults={"input_shape": (8, 64, 64, 1), "num_classes": 2},
          example={"input_shape": (4, 16, 16, 1), "filters": (4, 8), "lstm_units": 8})(cnn_lstm)

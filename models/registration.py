@@ -276,7 +276,7 @@ def voxelmorph(
     return keras.Model([moving, fixed], _outputs(moving, flow), name=name)
 
 
-@register("affine-registration", family="Registration", topic="Image registration",
+@register("affine_registration", family="Registration", topic="Image registration",
           defaults={"input_shape": (64, 64, 64, 1)}, example={"input_shape": (16, 16, 16, 1), "filters": (4, 8)})
 def affine_registration(
     input_shape: Sequence[int] = (64, 64, 64, 1),

@@ -1,7 +1,7 @@
-"""A registry that maps model names to builder functions.
+"""Model names -> builder functions, in the kit's one registry (``data_utils.registry.REGISTRY``).
 
-Every builder in `models/` registers itself with :func:`register`, so a model can be
-chosen by name from a config file or the command line::
+Every builder in `models/` registers itself with :func:`register` (category ``"model"``), so a
+model can be chosen by name from a config file or the command line::
 
     import models
     model = models.get("unet", input_shape=(64, 64, 1), num_classes=4)
@@ -21,13 +21,15 @@ from typing import Any
 
 import keras
 
+from data_utils.registry import REGISTRY
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """What the registry knows about one model.
 
     Attributes:
-        name: registry key, lower case with hyphens or underscores (e.g. ``"resnet50"``).
+        name: registry key, lower-case snake_case (e.g. ``"resnet50"``, ``"attention_unet"``).
         builder: function ``builder(**kwargs) -> keras.Model``.
         family: architecture family shown in tables (e.g. ``"ResNet"``).
         topic: lecture topic the model belongs to (e.g. ``"CNN architectures"``).
@@ -51,8 +53,9 @@ class ModelSpec:
         """``defaults`` updated with ``example``: the small configuration to test with."""
         return {**self.defaults, **self.example}
 
-
-_REGISTRY: dict[str, ModelSpec] = {}
+    def __call__(self, **kwargs: Any) -> keras.Model:
+        """Build the model: the builder with ``defaults`` updated by ``kwargs``."""
+        return self.builder(**{**self.defaults, **kwargs})
 
 
 def register(
@@ -75,11 +78,8 @@ def register(
     """
 
     def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].builder}")
-        _REGISTRY[name] = ModelSpec(
-            name, builder, family, topic, tuple(ranks), dict(defaults or {}), dict(example or {})
-        )
+        spec = ModelSpec(name, builder, family, topic, tuple(ranks), dict(defaults or {}), dict(example or {}))
+        REGISTRY.register("model", name, spec)
         return builder
 
     return decorator
@@ -87,12 +87,7 @@ def register(
 
 def get_spec(name: str) -> ModelSpec:
     """Return the :class:`ModelSpec` registered under ``name`` (clear error if unknown)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown model {name!r}; registered models are: {', '.join(list_models())}"
-        ) from None
+    return REGISTRY.get("model", name)
 
 
 def get(name: str, **kwargs: Any) -> keras.Model:
@@ -105,13 +100,12 @@ def get(name: str, **kwargs: Any) -> keras.Model:
     Returns:
         A new, freshly initialised ``keras.Model``.
     """
-    spec = get_spec(name)
-    return spec.builder(**{**spec.defaults, **kwargs})
+    return REGISTRY.build("model", name, **kwargs)
 
 
 def list_models(family: str | None = None) -> list[str]:
     """Sorted names of all registered models, optionally only those of one ``family``."""
-    return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
+    return [n for n in REGISTRY.names("model") if family is None or get_spec(n).family == family]
 
 
 def summary_table(names: list[str] | None = None) -> str:

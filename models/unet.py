@@ -11,7 +11,7 @@ Example::
     import models
     model = models.get("unet", input_shape=(96, 96, 1), num_classes=4)        # 2D
     model = models.get("unet", input_shape=(32, 64, 64, 1), num_classes=4)    # 3D
-    model = models.get("attention-unet", input_shape=(64, 64, 1), num_classes=2)
+    model = models.get("attention_unet", input_shape=(64, 64, 1), num_classes=2)
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ def unet(
 
 
 @register(
-    "unet-2015",
+    "unet_2015",
     family="U-Net",
     topic=_TOPIC,
     ranks=(2,),
@@ -338,7 +338,7 @@ def unet_2015(
 
 
 @register(
-    "attention-unet",
+    "attention_unet",
     family="U-Net",
     topic=_TOPIC,
     ranks=(2, 3),

@@ -157,6 +157,6 @@ def vit_b16(input_shape: Sequence[int] = (224, 224, 3), num_classes: int = 1000,
 register("vit", family="ViT", topic="Attention and transformers", ranks=(2, 3),
          defaults={"input_shape": (32, 32, 1), "num_classes": 2},
          example={"input_shape": (16, 16, 1), "hidden_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 16})(vit)
-register("vit-b16", family="ViT", topic="Attention and transformers", ranks=(2, 3),
+register("vit_b16", family="ViT", topic="Attention and transformers", ranks=(2, 3),
          defaults={"input_shape": (224, 224, 3), "num_classes": 1000},
          example={"input_shape": (32, 32, 3), "num_classes": 2, "depth": 1})(vit_b16)

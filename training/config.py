@@ -44,18 +44,24 @@ class ConfigError(ValueError):
     """A config file or value that does not match the dataclass (names the file/field)."""
 
 
-def field(default: Any, help: str, *, choices: Sequence[Any] | None = None) -> Any:  # noqa: A002
+def field(default: Any, help: str, *, choices: Sequence[Any] | None = None,  # noqa: A002
+          registry: str | None = None) -> Any:
     """A dataclass field with a help text (and optional allowed values) for the command line.
 
     Args:
         default: default value; lists/dicts are copied per instance.
         help: one line shown by ``--help``.
         choices: allowed values, checked on the command line and when loading a file.
+        registry: instead of ``choices``, a category of ``data_utils.registry.REGISTRY``
+            (``"model"``, ``"loss"``, ``"augmentation"``, ``"optimizer"``): the allowed values are
+            its registered names, looked up when first needed (so defining the config stays cheap).
 
     Returns:
         A ``dataclasses.field`` carrying the metadata.
     """
-    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None}
+    if choices is not None and registry is not None:
+        raise ValueError("give a field `choices` or a `registry` category, not both")
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "registry": registry}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -136,8 +142,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def field_choices(f: dataclasses.Field) -> tuple[Any, ...] | None:
+    """The allowed values of a config field: its ``choices``, or its registry category's names."""
+    if f.metadata.get("registry"):
+        from data_utils.registry import choices
+
+        return choices(f.metadata["registry"])
+    return f.metadata.get("choices")
+
+
 def _check_choices(f: dataclasses.Field, value: Any, where: str) -> None:
-    choices = f.metadata.get("choices")
+    choices = field_choices(f)
     if choices is None or value is None:
         return
     values = value if isinstance(value, (list, tuple)) else [value]
@@ -300,7 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         shown = list(default) if isinstance(default, tuple) else default
         help_text = f"{help_text} (default: {shown})" if help_text else f"default: {shown}"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        choices = f.metadata.get("choices")
+        choices = field_choices(f)
         if tp is bool:
             parser.add_argument(_option_name(f.name), action=argparse.BooleanOptionalAction, **kwargs)
             continue

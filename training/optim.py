@@ -20,8 +20,12 @@ are what the mean-teacher and diffusion trainers use.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import ops
+
+from data_utils.registry import REGISTRY, canonical_name
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "exponential")
@@ -59,7 +63,7 @@ def get_optimizer(
     Raises:
         ValueError: for an unknown name.
     """
-    name = name.lower()
+    name = canonical_name(name)
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
     common = dict(learning_rate=learning_rate, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
@@ -77,6 +81,12 @@ def get_optimizer(
     if name == "adam":
         return keras.optimizers.Adam(**common)
     return keras.optimizers.AdamW(**common)
+
+
+# Each optimiser by name in the kit's registry (category "optimizer"): a builder
+# ``(learning_rate=..., **options) -> keras.optimizers.Optimizer``.
+for _name in OPTIMIZERS:
+    REGISTRY.register("optimizer", _name, functools.partial(get_optimizer, _name))
 
 
 @keras.saving.register_keras_serializable(package="medkit")

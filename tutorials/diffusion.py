@@ -95,14 +95,14 @@ for kind, schedule in schedules.items():
 # predicts noise well has learned what ultrasound images look like.
 #
 # ``DiffusionTrainer`` does exactly this in its ``train_step`` and keeps an exponential moving
-# average (EMA) of the weights for sampling. The U-Net (``models.get("diffusion-unet")``) is told
+# average (EMA) of the weights for sampling. The U-Net (``models.get("diffusion_unet")``) is told
 # ``t`` through a sinusoidal embedding added inside every residual block; its output layer starts at
 # zero, so before training it predicts "no noise" and the loss is the noise variance, 1.
 #
 # To see learning clearly we score a fixed held-out set with fixed ``t`` and noise before and after.
 
 # %%
-network = models.get("diffusion-unet", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), base_filters=BASE_FILTERS,
+network = models.get("diffusion_unet", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), base_filters=BASE_FILTERS,
                      channel_mults=(1, 2), num_res_blocks=1)
 print(f"noise-predicting U-Net: {network.count_params():,} parameters")
 trainer = DiffusionTrainer(network, schedule=SCHEDULE, timesteps=TIMESTEPS, ema_decay=EMA_DECAY, seed=tut.seed)
@@ -192,7 +192,7 @@ print(f"pixel mean/std  real {x_eval.mean():+.2f}/{x_eval.std():.2f}   DDPM {ddp
 # 2. Vary ``DDIM_STEPS`` (1, 5, 25, 100) with the same seed: when do the samples stop changing?
 # 3. Sample with ``diffusion.ddim_sample(..., eta=1.0)``: what does the noise do?
 # 4. Train longer (``EPOCHS = 200``) on a GPU at ``IMAGE_SIZE = 64``; add attention with
-#    ``attention_levels=(1,)`` in ``models.get("diffusion-unet", ...)``.
+#    ``attention_levels=(1,)`` in ``models.get("diffusion_unet", ...)``.
 # 5. Conditional generation: train one model per class of ``make_ultrasound_dataset`` (or add the
 #    class as an input channel) and generate cysts on request.
 

@@ -55,9 +55,9 @@ L1_WEIGHT = 100.0  # pix2pix's weight of the L1 term against the adversarial ter
 # %%
 images, _, _ = make_ultrasound_dataset(NUM_IMAGES, image_size=IMAGE_SIZE, num_classes=2, seed=tut.seed)
 real = images * 2.0 - 1.0
-generator = models.get("dcgan-generator", latent_dim=LATENT_DIM, output_shape=(IMAGE_SIZE, IMAGE_SIZE, 1),
+generator = models.get("dcgan_generator", latent_dim=LATENT_DIM, output_shape=(IMAGE_SIZE, IMAGE_SIZE, 1),
                        filters=(128, 64, 32))
-discriminator = models.get("dcgan-discriminator", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), filters=(32, 64, 128))
+discriminator = models.get("dcgan_discriminator", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), filters=(32, 64, 128))
 print(f"generator {generator.count_params():,} parameters, discriminator {discriminator.count_params():,}")
 
 
@@ -120,8 +120,8 @@ pairs = make_modality_pairs(NUM_PAIRS + 16, image_size=PAIR_SIZE, contrasts=("t1
 t1 = np.clip(pairs["t1"], 0, 1.2) / 0.6 - 1.0  # MR about [0, 1.2] -> [-1, 1]
 t2 = np.clip(pairs["t2"], 0, 1.2) / 0.6 - 1.0
 t1_train, t2_train, t1_test, t2_test = t1[:NUM_PAIRS], t2[:NUM_PAIRS], t1[NUM_PAIRS:], t2[NUM_PAIRS:]
-unet = models.get("pix2pix-generator", input_shape=(PAIR_SIZE, PAIR_SIZE, 1), output_channels=1, filters=(32, 64, 128))
-patch_critic = models.get("patchgan-discriminator", input_shape=(PAIR_SIZE, PAIR_SIZE, 1), target_channels=1,
+unet = models.get("pix2pix_generator", input_shape=(PAIR_SIZE, PAIR_SIZE, 1), output_channels=1, filters=(32, 64, 128))
+patch_critic = models.get("patchgan_discriminator", input_shape=(PAIR_SIZE, PAIR_SIZE, 1), target_channels=1,
                           filters=(32, 64, 128))
 # The trainer hands its discriminator one tensor, the (T1, T2) channels side by side; the zoo's
 # PatchGAN takes them as two inputs, so a two-line wrapper splits the channels again.

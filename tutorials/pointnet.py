@@ -105,7 +105,11 @@ tut.save_figure(fig, "permutation_invariance.png")
 for layer in pointnet.layers:
     if isinstance(layer, layers.BatchNormalization):
         layer.momentum = BN_MOMENTUM
-pointnet.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="sparse_categorical_crossentropy",
+# The learning rate decays to zero over the run (cosine): the last epochs take small steps, so the
+# final weights, and batch norm's running statistics with them, settle instead of jumping between
+# epochs (with a constant rate the test accuracy of single epochs swings between 0.55 and 0.85).
+schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=EPOCHS * -(-NUM_TRAIN // BATCH_SIZE))
+pointnet.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
                  metrics=["accuracy"])
 history = pointnet.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=EPOCHS, verbose=2,
                        validation_data=(x_test, y_test)).history
@@ -204,7 +208,7 @@ print(f"critical points: {np.mean(critical_fraction):.0%} of the cloud on averag
 # 3. Train with ``reg_weight=0`` and compare ``||I - A A^T||^2`` of the feature T-Net.
 # 4. Delete a random half of each test cloud and measure the accuracy. Then delete half of the
 #    critical points instead.
-# 5. Segment the organ parts with ``models.get("pointnet-seg", ...)`` and the per-point labels that
+# 5. Segment the organ parts with ``models.get("pointnet_seg", ...)`` and the per-point labels that
 #    ``make_pointcloud_dataset`` returns as its third output.
 
 # %%
@@ -219,10 +223,13 @@ tut.finish(
         "critical_only_output_change": max(critical_change),
     },
     expect={
-        "pointnet_shuffle_change": ("<=", 1e-5),
-        "flat_mlp_shuffle_change": (">=", 1e-3),
-        "test_accuracy": (">=", 0.6),  # chance is 0.25
+        # Quick runs, seeds 0-2, oneDNN on and off (AMD EPYC, AVX-512): shuffle and critical-point
+        # changes exactly 0 (the bars leave room for float32 round-off in other CPUs' kernels), flat
+        # MLP shuffle change 0.28-0.35, test accuracy 0.825-0.895 (chance 0.25).
+        "pointnet_shuffle_change": ("<=", 1e-4),
+        "flat_mlp_shuffle_change": (">=", 1e-2),
+        "test_accuracy": (">=", 0.6),
         "orthogonality_library_mismatch": ("<=", 1e-3),
-        "critical_only_output_change": ("<=", 1e-4),
+        "critical_only_output_change": ("<=", 1e-3),
     },
 )

@@ -203,7 +203,7 @@ memory_test = make_recall_dataset(512, length=MEMORY_LENGTH, cue_window=5, seed=
 memory_history, memory_accuracy = {}, {}
 for cell in ("rnn", "lstm"):
     keras.utils.set_random_seed(tut.seed)
-    net = models.get(f"{cell}-classifier", input_shape=(MEMORY_LENGTH, 2), num_classes=2, units=(RECURRENT_UNITS,))
+    net = models.get(f"{cell}_classifier", input_shape=(MEMORY_LENGTH, 2), num_classes=2, units=(RECURRENT_UNITS,))
     if cell == "lstm":  # chrono initialisation; Keras orders the LSTM's bias as gates i, f, c, o
         lstm_cell = next(layer for layer in net.layers if isinstance(layer, layers.LSTM)).cell
         bias = keras.ops.convert_to_numpy(lstm_cell.bias)
@@ -233,7 +233,7 @@ tut.save_figure(fig, "lstm_vs_rnn_memory.png")
 # ## 4. Many-to-many: label every sample of an ECG
 # A classifier reads the whole sequence and outputs one label (many-to-one). A **tagger** outputs a
 # label at every time step (many-to-many): here none / P wave / QRS complex / T wave for every sample,
-# the "delineation" a cardiologist's software does before measuring intervals. The zoo's ``gru-tagger``
+# the "delineation" a cardiologist's software does before measuring intervals. The zoo's ``gru_tagger``
 # is bidirectional: a wave's label depends on what comes after it too (a T wave follows a QRS).
 
 # %%
@@ -241,7 +241,7 @@ ecg = make_ecg_dataset(TAGGER_SIGNALS, length=TAGGER_LENGTH, sampling_rate=SAMPL
 wave_names = ("none", "P", "QRS", "T")
 num_train = TAGGER_SIGNALS * 3 // 4
 keras.utils.set_random_seed(tut.seed)
-tagger = models.get("gru-tagger", input_shape=(TAGGER_LENGTH, 1), num_classes=len(wave_names), units=(2 * RECURRENT_UNITS,))
+tagger = models.get("gru_tagger", input_shape=(TAGGER_LENGTH, 1), num_classes=len(wave_names), units=(2 * RECURRENT_UNITS,))
 tagger.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="sparse_categorical_crossentropy",
                metrics=["accuracy"])
 tagger.fit(ecg["signal"][:num_train], ecg["waves"][:num_train], batch_size=16, epochs=TAGGER_EPOCHS, verbose=2)
@@ -265,7 +265,7 @@ tut.save_figure(fig, "ecg_wave_tagging.png")
 
 # %% [markdown]
 # ## 5. A CNN-LSTM for cine MR
-# A cine MR loop is a sequence of images of the beating heart. The zoo's ``cnn-lstm`` encodes every
+# A cine MR loop is a sequence of images of the beating heart. The zoo's ``cnn_lstm`` encodes every
 # frame with the same small CNN (``TimeDistributed``), then an LSTM reads the per-frame codes. The
 # task: tell a normally contracting left ventricle from one with a wall-motion defect, a segment of
 # wall that barely moves. No single frame shows the defect; the motion across frames does.
@@ -278,7 +278,7 @@ tut.save_figure(fig, "ecg_wave_tagging.png")
 cine = make_cine_dataset(CINE_SEQUENCES, num_frames=CINE_FRAMES, image_size=CINE_SIZE, seed=tut.seed)
 num_train = CINE_SEQUENCES * 3 // 4
 keras.utils.set_random_seed(tut.seed)
-cnn_lstm = models.get("cnn-lstm", input_shape=(CINE_FRAMES, CINE_SIZE, CINE_SIZE, 1), num_classes=2,
+cnn_lstm = models.get("cnn_lstm", input_shape=(CINE_FRAMES, CINE_SIZE, CINE_SIZE, 1), num_classes=2,
                       filters=(8, 16), lstm_units=RECURRENT_UNITS)
 for layer in cnn_lstm.get_layer("encode_frames").layer.layers:
     if isinstance(layer, layers.BatchNormalization):
@@ -324,11 +324,11 @@ tut.save_figure(fig, "cnn_lstm_training.png")
 # 2. Change ``TBPTT_CHUNK`` to 5 and to 200. What happens to the loss, and to the time per epoch?
 # 3. Remove the chrono initialisation (keep Keras' forget bias of 1): how many epochs does the LSTM
 #    need now, and does every ``--seed`` find the solution? Then double ``MEMORY_LENGTH``, and try
-#    ``"gru-classifier"``.
-# 4. Turn off ``bidirectional`` in the tagger (``models.get("gru-tagger", ..., bidirectional=False)``).
+#    ``"gru_classifier"``.
+# 4. Turn off ``bidirectional`` in the tagger (``models.get("gru_tagger", ..., bidirectional=False)``).
 #    Which waves get worse, and why?
 # 5. Classify the ECG rhythm (``ecg["label"]``: normal, atrial fibrillation, ectopic beats) with a
-#    many-to-one ``lstm-classifier``.
+#    many-to-one ``lstm_classifier``.
 # 6. Make the CNN-LSTM learn the wall-motion defect: more sequences and epochs, a lower learning rate,
 #    ``bidirectional=True``, or feed the frame *differences* (motion) as a second channel.
 

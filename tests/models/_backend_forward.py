@@ -21,10 +21,10 @@ from models.registry import get_spec  # noqa: E402
 
 # Small configurations for models registered without an ``example`` (merged over their defaults).
 FALLBACK = {
-    "vit-b16": dict(input_shape=(32, 32, 1), num_classes=2),
-    "cnn-lstm": dict(input_shape=(4, 16, 16, 1)),
+    "vit_b16": dict(input_shape=(32, 32, 1), num_classes=2),
+    "cnn_lstm": dict(input_shape=(4, 16, 16, 1)),
     "voxelmorph": dict(input_shape=(16, 16, 16, 1)),
-    "affine-registration": dict(input_shape=(16, 16, 16, 1)),
+    "affine_registration": dict(input_shape=(16, 16, 16, 1)),
 }
 
 

@@ -131,7 +131,7 @@ def test_bad_arguments_give_clear_errors(call, match):
 
 
 def test_registered():
-    assert "transformer-classifier" in models.list_models(family="Attention")
+    assert "transformer_classifier" in models.list_models(family="Attention")
 
 
 @pytest.mark.slow

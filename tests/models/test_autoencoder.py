@@ -84,7 +84,7 @@ def test_round_trips(assert_round_trip, rng):
 
 
 def test_registry():
-    assert {"conv-autoencoder", "vae"} <= set(models.list_models(family="Autoencoder"))
+    assert {"conv_autoencoder", "vae"} <= set(models.list_models(family="Autoencoder"))
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@ def test_round_trip(assert_round_trip, rng):
 
 
 def test_registered():
-    assert "diffusion-unet" in models.list_models(family="Diffusion")
+    assert "diffusion_unet" in models.list_models(family="Diffusion")
 
 
 @pytest.mark.parametrize(

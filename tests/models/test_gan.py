@@ -27,11 +27,11 @@ def test_dcgan_pair_shapes_and_ranges(shape, rng):
 
 
 def test_dcgan_defaults_are_the_papers_64px_configuration():
-    gen = models.get("dcgan-generator")
+    gen = models.get("dcgan_generator")
     # Radford et al. 2016, Fig. 1: z (100) -> 4x4x1024 -> 8x8x512 -> 16x16x256 -> 32x32x128 -> 64x64x3.
     assert gen.get_layer("to_map").output.shape == (None, 4, 4, 1024)
     assert gen.output_shape == (None, 64, 64, 3)
-    disc = models.get("dcgan-discriminator")
+    disc = models.get("dcgan_discriminator")
     assert disc.get_layer("down4_act").output.shape == (None, 4, 4, 512)
     # No BatchNorm on the discriminator's input layer.
     assert "down1_norm" not in [layer.name for layer in disc.layers]
@@ -57,7 +57,7 @@ def test_patchgan_gives_a_map_of_patch_logits(rng):
 
 
 def test_patchgan_default_has_30x30_patches_of_70px():
-    model = models.get("patchgan-discriminator")
+    model = models.get("patchgan_discriminator")
     assert model.output_shape == (None, 30, 30, 1)
     # Receptive field of 4x4 convs with strides (2, 2, 2, 1, 1): 70 pixels (Isola et al. 2017).
     field = 1
@@ -101,7 +101,7 @@ def test_bad_arguments_give_clear_errors(call, match):
 def test_pix2pix_default_has_reference_parameter_count():
     # Isola et al. 2017 U-Net-256 (encoder C64-C128-C256-C512x5): 54,425,859 parameters with 3 input
     # and 3 output channels, as in the TensorFlow pix2pix tutorial.
-    assert models.get("pix2pix-generator").count_params() == 54_425_859
+    assert models.get("pix2pix_generator").count_params() == 54_425_859
 
 
 def _discs(n, size, seed):

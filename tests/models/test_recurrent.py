@@ -69,8 +69,8 @@ def test_round_trip_cnn_lstm_and_bidirectional_tagger(assert_round_trip, rng):
 
 
 def test_registry_names_build_the_right_cell():
-    assert {"rnn-classifier", "lstm-tagger", "gru-classifier", "cnn-lstm"} <= set(models.list_models("Recurrent"))
-    model = models.get("gru-classifier", input_shape=(10, 2), units=(3,))
+    assert {"rnn_classifier", "lstm_tagger", "gru_classifier", "cnn_lstm"} <= set(models.list_models("Recurrent"))
+    model = models.get("gru_classifier", input_shape=(10, 2), units=(3,))
     assert any(isinstance(layer, keras.layers.GRU) for layer in model.layers)
 
 

@@ -113,7 +113,7 @@ def test_round_trips(assert_round_trip, rng):
 
 
 def test_registry():
-    assert {"voxelmorph", "affine-registration"} <= set(models.list_models(family="Registration"))
+    assert {"voxelmorph", "affine_registration"} <= set(models.list_models(family="Registration"))
 
 
 @pytest.mark.parametrize(

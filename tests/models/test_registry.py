@@ -4,14 +4,17 @@ import keras
 import pytest
 
 import models
+from data_utils.registry import REGISTRY
 from models import registry
 
 
 @pytest.fixture
-def private_registry(monkeypatch):
-    """A copy of the registry so test registrations do not leak into other tests."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    return registry
+def private_registry():
+    """The model registry; the names a test registers (``*_test``) are removed afterwards."""
+    yield registry
+    for name in REGISTRY.names("model"):
+        if name.endswith("_test"):
+            REGISTRY.unregister("model", name)
 
 
 def _tiny(input_shape=(4,), units=2, name="tiny"):
@@ -21,20 +24,20 @@ def _tiny(input_shape=(4,), units=2, name="tiny"):
 
 def test_register_get_and_defaults(private_registry):
     private_registry.register(
-        "tiny-test", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3)
+        "tiny_test", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3)
     )(_tiny)
-    assert private_registry.get("tiny-test").output_shape == (None, 3)
-    assert private_registry.get("tiny-test", units=5).output_shape == (
+    assert private_registry.get("tiny_test").output_shape == (None, 3)
+    assert private_registry.get("tiny_test", units=5).output_shape == (
         None,
         5,
     )  # kwargs override defaults
-    assert private_registry.list_models(family="Test") == ["tiny-test"]
+    assert private_registry.list_models(family="Test") == ["tiny_test"]
 
 
 def test_duplicate_names_are_refused(private_registry):
-    private_registry.register("dup-test", family="Test", topic="t")(_tiny)
+    private_registry.register("dup_test", family="Test", topic="t")(_tiny)
     with pytest.raises(ValueError, match="already registered"):
-        private_registry.register("dup-test", family="Test", topic="t")(_tiny)
+        private_registry.register("dup_test", family="Test", topic="t")(_tiny)
 
 
 def test_unknown_name_lists_the_registered_ones():
@@ -42,12 +45,18 @@ def test_unknown_name_lists_the_registered_ones():
         models.get("resnet-1000")
 
 
+def test_hyphenated_names_find_the_snake_case_entry():
+    assert models.get_spec("attention-unet") is models.get_spec("attention_unet")
+    with pytest.raises(ValueError, match="snake_case"):
+        registry.register("Bad-Name", family="Test", topic="t")(_tiny)
+
+
 def test_every_spec_is_complete_and_names_are_lower_case():
     names = models.list_models()
     assert names == sorted(names)
     for name in names:
         spec = models.get_spec(name)
-        assert name == name.lower() and " " not in name
+        assert name == name.lower() and " " not in name and "-" not in name
         assert spec.family and spec.topic
         assert set(spec.ranks) <= {0, 1, 2, 3}
         assert callable(spec.builder)
@@ -77,10 +86,10 @@ def test_example_configurations_are_small_and_merge_over_defaults():
 
 def test_summary_table_rows(private_registry):
     private_registry.register(
-        "tiny-table", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3)
+        "tiny_table_test", family="Test", topic="testing", ranks=(0,), defaults=dict(units=3)
     )(_tiny)
-    table = private_registry.summary_table(["tiny-table", "lenet5"])
+    table = private_registry.summary_table(["tiny_table_test", "lenet5"])
     lines = table.splitlines()
     assert lines[0].startswith("| name | family | parameters")
-    assert "| `tiny-table` | Test | 15 | vector | testing |" in lines
+    assert "| `tiny_table_test` | Test | 15 | vector | testing |" in lines
     assert any(line.startswith("| `lenet5` | LeNet | 61,706 | 2D/3D |") for line in lines)

@@ -34,7 +34,7 @@ def test_softmax_stays_float32_under_mixed_precision(rng):
 
 
 def test_unet_2015_preset_has_paper_parameter_count():
-    model = models.get("unet-2015")
+    model = models.get("unet_2015")
     # Ronneberger et al. 2015, Fig. 1: 31,030,658 parameters ("31.0M"), 572x572 tile -> 388x388 map.
     assert model.count_params() == 31_030_658
     assert model.output_shape == (None, 388, 388, 2)
@@ -105,9 +105,9 @@ def test_save_load_round_trip_with_attention(assert_round_trip, rng):
 
 
 def test_registry_builds_every_unet_variant():
-    assert {"unet", "unet-2015", "attention-unet"} <= set(models.list_models(family="U-Net"))
+    assert {"unet", "unet_2015", "attention_unet"} <= set(models.list_models(family="U-Net"))
     model = models.get(
-        "attention-unet", input_shape=(16, 16, 1), num_classes=2, depth=2, base_filters=4
+        "attention_unet", input_shape=(16, 16, 1), num_classes=2, depth=2, base_filters=4
     )
     assert model.name == "attention_unet"
 

@@ -50,7 +50,7 @@ def test_vit_outputs_probabilities_and_attention_over_class_plus_patch_tokens(sh
 def test_vit_b16_has_published_parameter_count():
     # Dosovitskiy et al. 2021, ViT-Base/16 at 224x224, 1000 classes: 86,567,656 (~86.6M), the count of
     # timm's vit_base_patch16_224 (linear head on the class token, no pre-logits layer).
-    model = models.get("vit-b16")
+    model = models.get("vit_b16")
     assert model.count_params() == 86_567_656
     assert model.output_shape == (None, 1000)
     assert model.get_layer("position_embedding").embedding.shape == (1, 197, 768)

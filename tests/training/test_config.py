@@ -14,6 +14,7 @@ from training.config import (
     add_arguments,
     config_from_namespace,
     field,
+    field_choices,
     from_dict,
     load_config,
     parse_args,
@@ -173,3 +174,22 @@ def test_post_init_validation_errors_become_config_errors():
 
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
         from_dict(Checked, {"epochs": 0})
+
+
+def test_registry_field_takes_its_choices_from_the_registry():
+    @dataclasses.dataclass
+    class RegistryConfig:
+        loss: str = field("dice", "a loss name", registry="loss")
+        augment: list[str] = field(["flip"], "a chain", registry="augmentation")
+
+    from data_utils.registry import REGISTRY
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, RegistryConfig)
+    cfg = config_from_namespace(RegistryConfig, parser.parse_args(["--loss", "tversky", "--augment", "flip", "elastic"]))
+    assert cfg.loss == "tversky" and cfg.augment == ["flip", "elastic"]
+    assert field_choices(dataclasses.fields(RegistryConfig)[0]) == tuple(REGISTRY.names("loss"))
+    with pytest.raises(ConfigError, match="augment: 'rotate' is not one of"):
+        from_dict(RegistryConfig, {"augment": ["rotate"]})
+    with pytest.raises(ValueError, match="not both"):
+        field("a", "b", choices=("a",), registry="loss")

@@ -133,7 +133,7 @@ def test_weight_penalties_reach_the_trainers_updates(rng):
     kernels = {}
     for l2 in (0.0, 10.0):
         keras.utils.set_random_seed(0)
-        trainer = MultiTaskTrainer(_dense_net(l2), {"out": losses.mse_loss})
+        trainer = MultiTaskTrainer(_dense_net(l2), {"out": losses.ssd_loss})
         trainer.compile(keras.optimizers.SGD(0.01))
         trainer.fit(data, batch_size=8, epochs=1, verbose=0)
         kernels[l2] = np.abs(trainer.network.layers[-1].kernel.numpy()).sum()

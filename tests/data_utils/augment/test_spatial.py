@@ -1,0 +1,68 @@
+"""Tests for data_utils.augment.spatial: flips, rotations, affine and elastic transforms with labels."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_utils import augment
+from tests.data_utils.augment.helpers import volume
+
+
+def test_flip_prob_one_reverses_every_axis(rng):
+    x = volume(rng, (2, 6, 7, 8, 1))
+    label = rng.integers(0, 3, (2, 6, 7, 8)).astype("int32")
+    out, lab = augment.flip(x, 1, label=label, prob=1.0)
+    np.testing.assert_array_equal(out.numpy(), x[:, ::-1, ::-1, ::-1])
+    np.testing.assert_array_equal(lab.numpy(), label[:, ::-1, ::-1, ::-1])
+    np.testing.assert_array_equal(augment.flip(x, 1, prob=0.0).numpy(), x)
+    only_last = augment.flip(x, 1, prob=1.0, axes=[-1]).numpy()
+    np.testing.assert_array_equal(only_last, x[:, :, :, ::-1])
+
+
+def test_rot90_is_an_exact_rotation(rng):
+    x = volume(rng, (8, 6, 6, 1))
+    out = augment.rot90(x, 4, prob=1.0).numpy()
+    for b in range(8):
+        assert any(np.array_equal(out[b, ..., 0], np.rot90(x[b, ..., 0], k)) for k in (1, 2, 3))
+    with pytest.raises(ValueError, match="equal sizes"):
+        augment.rot90(volume(rng, (1, 6, 8, 1)), 1)
+
+
+@pytest.mark.parametrize("shape", [(2, 24, 24), (2, 16, 16, 16)])
+def test_zero_strength_spatial_is_identity(rng, shape):
+    x = volume(rng, (*shape, 1))
+    np.testing.assert_allclose(augment.random_affine(x, 1).numpy(), x, atol=1e-5)
+    np.testing.assert_allclose(augment.random_affine(x, 1, prob=0.0, rotation=0.5).numpy(), x, atol=1e-5)
+    np.testing.assert_allclose(augment.elastic(x, 1, magnitude=0.0).numpy(), x, atol=1e-5)
+    np.testing.assert_allclose(augment.elastic(x, 1, prob=0.0).numpy(), x, atol=1e-5)
+
+
+def test_random_affine_matches_scipy_with_the_drawn_matrix(rng):
+    import scipy.ndimage as ndi
+
+    x = volume(rng, (2, 12, 14, 16, 1))
+    kwargs = dict(rotation=0.3, scale=0.1, shear=0.05, translation=2.0)
+    _, matrices = augment.draw_affine(tf.constant([3, 4]), 2, (12, 14, 16), **kwargs)
+    out = augment.random_affine(x, [3, 4], padding="zeros", **kwargs).numpy()
+    for b in range(2):
+        ref = ndi.affine_transform(x[b, ..., 0], matrices.numpy()[b], order=1, mode="grid-constant")
+        np.testing.assert_allclose(out[b, ..., 0], ref, atol=1e-4)
+    assert not np.allclose(matrices[0], matrices[1]), "samples get their own parameters"
+
+
+def test_elastic_fields_are_bounded_smooth_and_gated():
+    shape = (24, 24, 24)
+    _, control = augment.draw_elastic([1, 2], 2, shape, mode="control", magnitude=(2.0, 3.0),
+                                      num_control_points=4)
+    field = augment.realize_transform(("field", control), shape)[1].numpy()
+    assert field.shape == (2, *shape, 3)
+    assert 0.5 < np.abs(field).max() <= 3.0 + 1e-5
+    _, gauss = augment.draw_elastic([1, 2], 2, shape, sigma=(4.0, 5.0), magnitude=(100.0, 100.0))
+    field = augment.realize_transform(("field", gauss), shape)[1].numpy()
+    assert field.shape == (2, *shape, 3) and np.abs(field).max() > 0.5
+    # Smooth: neighbouring displacements differ much less than the displacements themselves.
+    assert np.abs(np.diff(field, axis=1)).mean() < 0.2 * np.abs(field).mean()
+    _, off = augment.draw_elastic([1, 2], 2, shape, prob=0.0)
+    np.testing.assert_array_equal(augment.realize_transform(("field", off), shape)[1].numpy(), 0.0)
+    with pytest.raises(ValueError, match="mode"):
+        augment.draw_elastic([1, 2], 1, shape, mode="bspline")
