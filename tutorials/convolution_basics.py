@@ -1,37 +1,50 @@
-"""Convolution basics: a convolution by hand, stride, padding, pooling, and a CNN on ultrasound images.
-
-Lecture topic: convolutional neural networks.
-
-What you will learn:
-- what a convolutional layer computes, by doing the classic 3x3-input, 2x2-kernel example by hand
-  and checking it against ``keras.layers.Conv2D`` with the same weights;
-- that deep learning's "convolution" is really cross-correlation (the kernel is not flipped);
-- how stride and padding set the output size: ``out = floor((n + 2p - k) / s) + 1``;
-- what max and average pooling do, and why a convolution needs far fewer weights than a dense layer;
-- how a small CNN from the model zoo learns to tell normal tissue, cysts, solid masses and
-  calcifications apart on B-mode ultrasound-like images.
-
-Run it:  ``python tutorials/convolution_basics.py [--quick]``  (about 1 minute on a laptop CPU; ``--quick`` ~15 s).
-"""
+# %% [markdown]
+# # Convolution basics: a convolution by hand, stride, padding, pooling, and a CNN on ultrasound images
+#
+# **Lecture topic:** convolutional neural networks.
+#
+# **What you will learn**
+# - what a convolutional layer computes, by doing the classic 3x3-input, 2x2-kernel example by hand
+#   and checking it against `keras.layers.Conv2D` with the same weights;
+# - that deep learning's "convolution" is really cross-correlation (the kernel is not flipped);
+# - how stride and padding set the output size: `out = floor((n + 2p - k) / s) + 1`;
+# - what max and average pooling do, and why a convolution needs far fewer weights than a dense layer;
+# - how a small CNN from the model zoo learns to tell normal tissue, cysts, solid masses and
+#   calcifications apart on B-mode ultrasound-like images.
+#
+# **Run it:**  `python tutorials/convolution_basics.py [--quick]`  (about 1 minute on a laptop CPU; `--quick` ~15 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Convolution by hand, stride, padding, pooling and a CNN on ultrasound")
+# %%
+tut = common.start("convolution_basics", "Convolution by hand, stride, padding, pooling and a CNN on ultrasound", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import signal  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
 
 import models  # noqa: E402
 from data_utils.synthetic import make_ultrasound_dataset  # noqa: E402
 
 IMAGE_SIZE = tut.pick(48, 32)  # ultrasound image side in pixels
 NUM_TRAIN = tut.pick(800, 320)  # training images (4 balanced classes)
-NUM_TEST = 200  # held-out images from the same generator
+NUM_VAL = 100  # validation images: watched during training (for choosing epochs, learning rate, ...)
+NUM_TEST = 200  # held-out test images, used once at the end
 EPOCHS = tut.pick(15, 8)
 BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
@@ -136,13 +149,20 @@ print("max pooling:\n", max_by_hand, "\naverage pooling:\n", mean_by_hand)
 # `make_ultrasound_dataset` simulates four classes: normal tissue, a cyst (dark, round, bright
 # back wall and brighter tissue below), a solid mass (dark, irregular) and a calcification (a tiny
 # bright spot with a dark acoustic shadow below). Position and size vary, and speckle covers
-# everything, so no single pixel gives the class away: the network must learn shapes.
+# everything, so no single pixel gives the class away: the network must learn shapes. Every image is
+# an independent draw, so taking the first images for training, the next for validation and the rest
+# for testing keeps the three sets apart (with real data, split by patient: `data_utils.datasets.split_cases`).
 
 # %%
-images, labels, class_names = make_ultrasound_dataset(NUM_TRAIN + NUM_TEST, image_size=IMAGE_SIZE, seed=tut.seed)
+images, labels, class_names = make_ultrasound_dataset(NUM_TRAIN + NUM_VAL + NUM_TEST, image_size=IMAGE_SIZE, seed=tut.seed)
+# Real images instead: a MedMNIST-style .npz (e.g. BreastMNIST) with train/val/test splits:
+#   from data_utils.formats import load_npz
+#   splits = load_npz("data/breastmnist.npz")  # {"train": {"image": (N, H, W, 1), "label": (N,)}, "val": ..., "test": ...}
+#   x_train, y_train = splits["train"]["image"], splits["train"]["label"]  # and likewise "val", "test"
 x_train, y_train = images[:NUM_TRAIN], labels[:NUM_TRAIN]
-x_test, y_test = images[NUM_TRAIN:], labels[NUM_TRAIN:]
-print(f"train {x_train.shape}, test {x_test.shape}, classes {class_names}")
+x_val, y_val = images[NUM_TRAIN:NUM_TRAIN + NUM_VAL], labels[NUM_TRAIN:NUM_TRAIN + NUM_VAL]
+x_test, y_test = images[NUM_TRAIN + NUM_VAL:], labels[NUM_TRAIN + NUM_VAL:]
+print(f"train {x_train.shape}, validation {x_val.shape}, test {x_test.shape}, classes {class_names}")
 
 fig, axes = plt.subplots(2, 4, figsize=(9, 4.6))
 for c, name in enumerate(class_names):
@@ -185,17 +205,18 @@ for layer in cnn.layers:
         print(f"{layer.name:>14s}: {kh}x{kw}x{c_in}x{c_out} + {c_out} = {layer.count_params()} parameters")
 print(f"whole CNN: {cnn.count_params()} parameters")
 cnn.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-history = cnn.fit(x_train, y_train, epochs=EPOCHS, batch_size=BATCH_SIZE, validation_data=(x_test, y_test), verbose=2)
+history = cnn.fit(x_train, y_train, epochs=EPOCHS, batch_size=BATCH_SIZE, validation_data=(x_val, y_val),
+                  verbose=2, callbacks=[tut.tensorboard("cnn")])
 probabilities = cnn.predict(x_test, verbose=0)
 predicted = probabilities.argmax(axis=-1)
 test_accuracy = float(np.mean(predicted == y_test))
 print(f"test accuracy {test_accuracy:.3f} (chance: {1 / len(class_names):.2f})")
 
-confusion = np.zeros((len(class_names),) * 2, dtype=int)
-np.add.at(confusion, (y_test, predicted), 1)
+confusion = confusion_matrix(y_test, predicted, labels=range(len(class_names)))
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
 axes[0].plot(history.history["accuracy"], label="train")
-axes[0].plot(history.history["val_accuracy"], label="test")
+axes[0].plot(history.history["val_accuracy"], label="validation")
+axes[0].axhline(test_accuracy, color="k", ls=":", label=f"test, after training ({test_accuracy:.2f})")
 axes[0].set(xlabel="epoch", ylabel="accuracy", title="Learning curves")
 axes[0].legend()
 axes[1].imshow(confusion, cmap="Blues")
@@ -209,19 +230,20 @@ tut.save_figure(fig, "cnn_training.png")
 
 # %% [markdown]
 # ## What the first layer learned
-# The outputs (feature maps) of the first convolution for one calcification image: some kernels
-# respond to bright spots, some to edges, some to the dark shadow.
+# The outputs (feature maps) of the first convolution for one calcification image. Look for maps
+# that light up at the bright spot, at edges, or in the dark shadow below it (each has its own colour bar).
 
 # %%
 first_conv = next(layer for layer in cnn.layers if isinstance(layer, keras.layers.Conv2D))
-feature_model = keras.Model(cnn.inputs, first_conv.output)
+feature_model = keras.Model(cnn.input, first_conv.output)
 calcification = x_test[np.flatnonzero(y_test == len(class_names) - 1)[:1]]
 feature_maps = keras.ops.convert_to_numpy(feature_model(calcification))[0]
 fig, axes = plt.subplots(1, 1 + feature_maps.shape[-1], figsize=(2 * (1 + feature_maps.shape[-1]), 2.2))
 axes[0].imshow(calcification[0, :, :, 0], cmap="gray")
 axes[0].set_title(class_names[-1], fontsize=8)
 for c, ax in enumerate(axes[1:]):
-    ax.imshow(feature_maps[:, :, c], cmap="magma")
+    shown = ax.imshow(feature_maps[:, :, c], cmap="magma")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
     ax.set_title(f"map {c}", fontsize=8)
 for ax in axes:
     ax.axis("off")
@@ -248,5 +270,6 @@ tut.save_figure(fig, "feature_maps.png")
 tut.finish(
     {"conv_max_abs_error": conv_error, "cnn_test_accuracy": test_accuracy,
      "cnn_first_epoch_loss": history.history["loss"][0], "cnn_final_loss": history.history["loss"][-1]},
-    expect={"conv_max_abs_error": ("<=", 1e-4), "cnn_test_accuracy": (">=", 0.5)},
+    expect={"conv_max_abs_error": ("<=", 1e-4),  # measured 0 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+            "cnn_test_accuracy": (">=", 0.5)},  # chance 0.25; measured 0.670-0.765
 )

@@ -1,43 +1,55 @@
-"""Unsupervised deformable image registration: a network that learns to warp one image onto another.
-
-Lecture topic: image registration.
-
-What you will learn:
-- what deformable registration computes: a displacement field ``u`` such that the moving image read
-  at ``x + u(x)`` looks like the fixed image at ``x``;
-- the warping layer (a spatial transformer): resampling an image at displaced positions, written so
-  that gradients flow back into the displacement field;
-- unsupervised training (VoxelMorph): image similarity (local normalised cross-correlation) plus a
-  bending-energy penalty that keeps the field smooth; no true deformations are needed to train;
-- how to judge a registration without trusting the loss: label Dice and landmark distance before
-  and after, the error against a known field, deformation grids and the Jacobian determinant
-  (where it is <= 0 the transform folds space over itself, which anatomy never does).
-
-Data: synthetic 2D image pairs from ``data_utils.synthetic.make_registration_pairs``: one phantom
-anatomy (a body with three organs) and the same anatomy deformed by a known smooth random field,
-each with its own noise, plus label maps and landmarks. Knowing the true field lets us check what
-the network learned in a way real data never allows.
-
-Run it:  ``python tutorials/registration.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Unsupervised deformable image registration: a network that learns to warp one image onto another
+#
+# **Lecture topic:** image registration.
+#
+# **What you will learn**
+# - what deformable registration computes: a displacement field `u` such that the moving image read
+#   at `x + u(x)` looks like the fixed image at `x`;
+# - the warping layer (a spatial transformer): resampling an image at displaced positions, written so
+#   that gradients flow back into the displacement field;
+# - unsupervised training (VoxelMorph): image similarity (local normalised cross-correlation) plus a
+#   bending-energy penalty that keeps the field smooth; no true deformations are needed to train;
+# - how to judge a registration without trusting the loss: label Dice and landmark distance before
+#   and after, the error against a known field, deformation grids and the Jacobian determinant
+#   (where it is <= 0 the transform folds space over itself, which anatomy never does).
+#
+# **Data:** synthetic 2D image pairs from `data_utils.synthetic.make_registration_pairs`: one phantom
+# anatomy (a body with three organs) and the same anatomy deformed by a known smooth random field,
+# each with its own noise, plus label maps and landmarks. Knowing the true field lets us check what
+# the network learned in a way real data never allows.
+#
+# **Run it:**  `python tutorials/registration.py [--quick]`  (about 2 min on a laptop CPU; `--quick` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
+# %%
+tut = common.start("registration", "Unsupervised deformable registration (VoxelMorph) on synthetic image pairs", quick=QUICK)
 
-tut = start(Path(__file__).stem, "Unsupervised deformable registration (VoxelMorph) on synthetic image pairs")
+import keras  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
-import keras
-import matplotlib.pyplot as plt
-import numpy as np
-import tensorflow as tf
-
-import models
-from data_utils import spatial
-from data_utils.synthetic import make_registration_pairs
-from training import losses, metrics
-from training.registration_training import RegistrationTrainer
+import models  # noqa: E402
+from data_utils import spatial  # noqa: E402
+from data_utils.synthetic import make_registration_pairs  # noqa: E402
+from training import losses, metrics  # noqa: E402
+from training.registration_training import RegistrationTrainer  # noqa: E402
 
 IMAGE_SIZE = tut.pick(64, 32)  # pixels per side; divisible by 2 ** (number of encoder levels)
 MAX_DISPLACEMENT = tut.pick(6.0, 4.0)  # largest true displacement per axis, in pixels
@@ -63,6 +75,12 @@ train = make_registration_pairs(NUM_TRAIN, shape=(IMAGE_SIZE, IMAGE_SIZE), seed=
 test = make_registration_pairs(NUM_TEST, shape=(IMAGE_SIZE, IMAGE_SIZE), seed=tut.seed + 1000,
                                max_displacement=MAX_DISPLACEMENT)
 print(f"train: moving {train['moving'].shape}, fixed {train['fixed'].shape}, field {train['displacement'].shape}")
+# Real image pairs instead (no true field then, so keep the label and landmark checks below):
+#   from data_utils.layouts import paired_folder_cases
+#   from data_utils.io import load_nifti
+#   cases = paired_folder_cases("data/pairs/moving", "data/pairs/fixed")  # same file names in both folders
+#   moving = np.stack([load_nifti(c.image_path).array for c in cases])[..., None]  # (N, H, W, 1), same grid as fixed
+#   fixed = np.stack([load_nifti(c.label_path).array for c in cases])[..., None]
 
 
 def deformation_grid(ax, ddf, step=4, colour="tab:blue"):
@@ -82,8 +100,9 @@ def deformation_grid(ax, ddf, step=4, colour="tab:blue"):
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
 axes[0].imshow(train["moving"][0, ..., 0], cmap="gray"), axes[0].set_title("moving")
 axes[1].imshow(train["fixed"][0, ..., 0], cmap="gray"), axes[1].set_title("fixed")
-axes[2].imshow(train["fixed"][0, ..., 0] - train["moving"][0, ..., 0], cmap="RdBu_r", vmin=-0.6, vmax=0.6)
+difference = axes[2].imshow(train["fixed"][0, ..., 0] - train["moving"][0, ..., 0], cmap="RdBu_r", vmin=-0.6, vmax=0.6)
 axes[2].set_title("fixed - moving")
+fig.colorbar(difference, ax=axes[2], fraction=0.046)
 deformation_grid(axes[3], train["displacement"][0])
 axes[3].set_title("true deformation grid")
 for ax in axes[:3]:
@@ -150,7 +169,7 @@ trainer = RegistrationTrainer(network, similarity=SIMILARITY, regulariser="bendi
 trainer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
 pairs = tf.data.Dataset.from_tensor_slices({"moving": train["moving"], "fixed": train["fixed"]})
 pairs = pairs.shuffle(NUM_TRAIN, seed=tut.seed).batch(BATCH_SIZE)
-history = trainer.fit(pairs, epochs=EPOCHS, verbose=2).history
+history = trainer.fit(pairs, epochs=EPOCHS, verbose=2, callbacks=[tut.tensorboard("voxelmorph")]).history
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 axes[0].plot(history["similarity"]), axes[0].set_title(f"similarity (1 - {SIMILARITY.upper()})")
@@ -209,7 +228,8 @@ for key, value in results.items():
 # %% [markdown]
 # ## Before and after, pair by pair
 # Contours of the fixed labels (white) drawn over the moving image and over the warped image: after
-# registration the organs sit inside them, and the difference image is mostly noise.
+# registration the organs should sit inside them, and the difference images (same colour scale,
+# bar on the right) should lose most of their structure. The printed numbers above say how far.
 
 # %%
 show = min(3, NUM_TEST)
@@ -223,12 +243,15 @@ for row in range(show):
         (test["fixed"][row, ..., 0] - warped[row, ..., 0], "fixed - warped", "RdBu_r", 0.6),
     ]
     for ax, (image, title, cmap, limit) in zip(axes[row], panels, strict=True):
-        ax.imshow(image, cmap=cmap, vmin=-limit if limit else None, vmax=limit)
+        shown = ax.imshow(image, cmap=cmap, vmin=-limit if limit else None, vmax=limit)
         if title in ("moving", "warped moving"):
             for organ in ORGANS:
                 ax.contour(test["fixed_label"][row] == organ, levels=[0.5], colors="white", linewidths=0.7)
         ax.set_title(title)
         ax.axis("off")
+    fig.colorbar(shown, ax=axes[row, 3:], fraction=0.03, label="intensity difference")
+axes[0, 0].legend(handles=[Line2D([], [], color="white", lw=1.5, label="fixed organs")], loc="lower left",
+                  fontsize=7, facecolor="0.3", labelcolor="white")
 tut.save_figure(fig, "before_after.png")
 
 # %% [markdown]
@@ -281,6 +304,8 @@ tut.save_figure(fig, "deformation_and_jacobian.png")
 tut.finish(
     results,
     expect={
+        # measured over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512: Dice gain 0.115-0.165, LNCC loss ratio 0.48-0.54, TRE ratio 0.57-0.67,
+        # folding 0-0.018%
         "dice_after": (">=", results["dice_before"] + 0.08),  # organs overlap clearly better
         "lncc_loss_after": ("<=", 0.75 * results["lncc_loss_before"]),  # images clearly more alike
         "tre_after_px": ("<=", 0.85 * results["tre_before_px"]),  # landmarks closer

@@ -1,31 +1,42 @@
-"""Scaling up: several devices, mixed precision and XLA — and what changes on a GPU.
+# %% [markdown]
+# # Scaling up: several devices, mixed precision and XLA — and what changes on a GPU
+#
+# **Lecture topic:** optimisation in practice (training faster without changing the answer).
+#
+# **What you will learn**
+# - how data parallelism works: `MirroredStrategy` splits each GLOBAL batch over replicas and sums
+#   their gradients, so each replica must divide its loss by the global batch size;
+# - that training on two replicas gives the same losses as one device with the same global batch
+#   (we split this CPU into two logical devices to see it without a GPU);
+# - what mixed precision is (16-bit compute, 32-bit weights), why float16 needs loss scaling and
+#   bfloat16 does not, and how to switch it on;
+# - how to measure whether bfloat16 or XLA (`jit_compile=True`) actually helps on YOUR machine;
+# - what changes on a GPU box or a cluster (`get_strategy()`, `TF_CONFIG`).
+#
+# **Run it:**  `python tutorials/scaling_up.py [--quick]`  (about 1-2 minutes on a laptop CPU; `--quick` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
-Lecture topic: optimisation in practice (training faster without changing the answer).
-
-What you will learn:
-- how data parallelism works: ``MirroredStrategy`` splits each GLOBAL batch over replicas and sums
-  their gradients, so each replica must divide its loss by the global batch size;
-- that training on two replicas gives the same losses as one device with the same global batch
-  (we split this CPU into two logical devices to see it without a GPU);
-- what mixed precision is (16-bit compute, 32-bit weights), why float16 needs loss scaling and
-  bfloat16 does not, and how to switch it on;
-- how to measure whether bfloat16 or XLA (``jit_compile=True``) actually helps on YOUR machine;
-- what changes on a GPU box or a cluster (``get_strategy()``, ``TF_CONFIG``).
-
-Run it:  ``python tutorials/scaling_up.py [--quick]``  (about 1-2 minutes on a laptop CPU; ``--quick`` ~20 s).
-"""
+# %%
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
 # %% [markdown]
-# ## Setup
+# ## Devices first
 # Logical devices must be created before TensorFlow starts using the CPU, so the strategy is chosen
 # first, before any tensor exists. On a machine with GPUs we use them instead.
 
 # %%
-from pathlib import Path
-
-from common import start
-
-tut = start(Path(__file__).stem, "MirroredStrategy, mixed precision and XLA")
+tut = common.start("scaling_up", "MirroredStrategy, mixed precision and XLA", quick=QUICK)
 
 import tensorflow as tf  # noqa: E402
 
@@ -69,6 +80,11 @@ for i in range(NUM_IMAGES):
     labels.append(has_lesion)
 x = np.stack(images)[..., None].astype("float32")
 y = np.array(labels, "float32")[:, None]
+# Real images instead: a CSV listing image files and their class, loaded by the kit:
+#   from data_utils.layouts import csv_classification_cases, load_classification_cases
+#   cases, class_names = csv_classification_cases("data/lesions/labels.csv", image_column="image", label_column="lesion")
+#   arrays = load_classification_cases(cases)  # {"image": (N, H, W, 1), "label": (N,), ...}
+#   x, y = arrays["image"], arrays["label"].astype("float32")[:, None]
 dataset = tf.data.Dataset.from_tensor_slices({"image": x, "label": y}).batch(GLOBAL_BATCH, drop_remainder=True)
 print(f"{len(x)} images {x.shape[1:]}, {int(y.sum())} with a lesion")
 
@@ -96,7 +112,7 @@ print("(Keras' own loss objects do this for you: they divide by the number of re
 
 # %%
 def build_classifier():
-    keras.utils.set_random_seed(tut.seed)  # the same initial weights for both runs
+    tut.reseed()  # the same initial weights for both runs
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1))
     h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
     h = keras.layers.MaxPooling2D()(h)
@@ -112,7 +128,7 @@ for name, strat in (("one device", tf.distribute.get_strategy()), (f"{strategy.n
         model = build_classifier()
         optimizer = keras.optimizers.SGD(LEARNING_RATE, momentum=0.9)
     history = loop.train(model, dataset, EPOCHS, strategy=strat, optimizer=optimizer,
-                         loss_fn=keras.losses.BinaryCrossentropy(reduction=None), verbose=0)
+                         loss_fn=keras.losses.BinaryCrossentropy(reduction=None), verbose=1)
     histories[name] = history.history["loss"]
     print(f"{name:>12s}: loss per epoch", np.round(histories[name], 4))
 
@@ -188,7 +204,8 @@ print("example TF_CONFIG for worker 0:", distribute.make_tf_config(["10.0.0.1:12
 tut.finish(
     {"max_loss_difference": max_difference, "loss_drop": one[0] - one[-1],
      **{f"samples_per_s {k}": v for k, v in speed.items()}},
-    expect={"max_loss_difference": ("<=", 1e-4), "loss_drop": (">=", 0.005)},
+    expect={"max_loss_difference": ("<=", 1e-4),  # measured 6e-8 - 1.2e-7 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+            "loss_drop": (">=", 0.005)},  # measured 0.034-0.134
 )
 
 # %% [markdown]

@@ -1,28 +1,38 @@
-"""Width and depth: one wide hidden layer versus a deep, narrow network.
-
-Lecture topic: the MLP as a universal approximator.
-
-What you will learn:
-- why one hidden layer of ReLU units is a sum of "hinges", i.e. a piecewise-linear function with
-  one kink per unit, and so can approximate any smooth curve if it is wide enough (universal
-  approximation);
-- how fit quality grows with width, and what it costs in parameters;
-- why depth is cheaper: each layer can fold the pieces of the layer below, so a deep narrow network
-  makes many more kinks per parameter than a shallow one;
-- that deep narrow ReLU networks are also harder to train (results vary more with the seed).
-
-Data: a 1D breathing trace (chest displacement over time, as a respiratory-gating signal in
-radiotherapy would record it): a periodic, asymmetric signal whose amplitude drifts.
-
-Run it:  ``python tutorials/width_and_depth.py [--quick]``  (about 1 minute on a laptop CPU; ``--quick`` ~15 s).
-"""
+# %% [markdown]
+# # Width and depth: one wide hidden layer versus a deep, narrow network
+#
+# **Lecture topic:** the MLP as a universal approximator.
+#
+# **What you will learn**
+# - why one hidden layer of ReLU units is a sum of "hinges", i.e. a piecewise-linear function with
+#   one kink per unit, and so can approximate any smooth curve if it is wide enough (universal
+#   approximation);
+# - how fit quality grows with width, and what it costs in parameters;
+# - why depth is cheaper: each layer can fold the pieces of the layer below, so a deep narrow network
+#   makes many more kinks per parameter than a shallow one;
+# - that deep narrow ReLU networks are also harder to train (results vary more with the seed).
+#
+# **Data:** a 1D breathing trace (chest displacement over time, as a respiratory-gating signal in
+# radiotherapy would record it): a periodic, asymmetric signal whose amplitude drifts.
+#
+# **Run it:** `python tutorials/width_and_depth.py [--quick] [--seed N]` (about 1 minute on a laptop
+# CPU; `--quick` about 15 s), or open it as a notebook (`jupytext --to notebook`, VS Code, Jupyter,
+# Colab) and set `QUICK = True` below or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Universal approximation: wide-shallow vs deep-narrow MLPs")
+# %%
+tut = common.start("width_and_depth", "Universal approximation: wide-shallow vs deep-narrow MLPs", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
@@ -81,7 +91,7 @@ def fit(model):
     """Full-batch Adam with cosine decay; returns the fitted curve (NUM_POINTS,) and its mean squared error."""
     schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, STEPS)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse", steps_per_execution=100)
-    model.fit(dataset, steps_per_epoch=STEPS, epochs=1, verbose=0)
+    model.fit(dataset, steps_per_epoch=STEPS, epochs=1, verbose=1)  # a progress bar over the steps
     prediction = keras.ops.convert_to_numpy(model(x))  # one small batch: a direct call, no predict() tracing
     return prediction[:, 0], float(np.mean((prediction - y) ** 2))
 
@@ -179,7 +189,7 @@ tut.finish(
         "best_deep_over_widest_mse": runs[best_deep]["mse"] / widest["mse"],
     },
     expect={
-        "width_gain": (">=", 3.0),  # 64x wider: several times smaller error
-        "best_deep_over_widest_mse": ("<=", 1.5),  # fewer parameters, at least as good a fit
+        "width_gain": (">=", 3.0),  # 64x wider: several times smaller error; measured 7.1-10.3 over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512
+        "best_deep_over_widest_mse": ("<=", 1.0),  # fewer parameters, at least as good a fit; measured 0.14-0.69
     },
 )
