@@ -1,28 +1,39 @@
-"""Attention and the Vision Transformer: self-attention by hand, patch embedding, a small ViT.
-
-Lecture topic: attention mechanisms and Vision Transformers (ViT).
-
-What you will learn:
-- scaled dot-product self-attention, ``softmax(Q K^T / sqrt(d)) V``, written out in NumPy and checked
-  against ``keras.layers.MultiHeadAttention`` with the same weights;
-- how to read an attention map: row ``i`` says how much token ``i`` takes from every other token;
-- how a ViT turns an image into a sequence of tokens (patch embedding = flatten each patch, then one
-  shared linear layer), with a class token and position embeddings;
-- training a small ViT on ultrasound-like images and showing where its class token looks (CLS
-  attention and attention rollout overlaid on the image).
-
-Data: synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``), normal
-tissue versus a cyst.
-
-Run it:  ``python tutorials/attention_vit.py [--quick]``  (about 2 minutes on a laptop CPU; ``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Attention and the Vision Transformer: self-attention by hand, patch embedding, a small ViT.
+#
+# **Lecture topic:** attention mechanisms and Vision Transformers (ViT).
+#
+# **What you will learn:**
+# - scaled dot-product self-attention, ``softmax(Q K^T / sqrt(d)) V``, written out in NumPy and checked
+#   against ``keras.layers.MultiHeadAttention`` with the same weights;
+# - how to read an attention map: row ``i`` says how much token ``i`` takes from every other token;
+# - how a ViT turns an image into a sequence of tokens (patch embedding = flatten each patch, then one
+#   shared linear layer), with a class token and position embeddings;
+# - training a small ViT on ultrasound-like images and showing where its class token looks (CLS
+#   attention and attention rollout overlaid on the image).
+#
+# **Data:** synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``), normal
+# tissue versus a cyst.
+#
+# **Run it:**  ``python tutorials/attention_vit.py [--quick]``  (about 2 minutes on a laptop CPU; ``--quick`` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Self-attention by hand, patch embedding and a small ViT with attention maps")
+# %%
+tut = common.start("attention_vit", "Self-attention by hand, patch embedding and a small ViT with attention maps", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,31 +1,42 @@
-"""Autoencoders and variational autoencoders on pelvic MR slices: compress, reconstruct, generate.
-
-Lecture topic: autoencoders (and a first generative model).
-
-What you will learn:
-- what an autoencoder is: an encoder squeezes an image through a small code (the bottleneck), a
-  decoder rebuilds it, and the reconstruction error is the only training signal (no labels);
-- why reconstructions are blurred: what the code cannot hold (fine texture, noise) is replaced by
-  its average, which is what a mean-squared error rewards;
-- the variational autoencoder (VAE): the encoder outputs a Gaussian per image, the
-  reparameterisation trick samples from it differentiably, and a KL term pulls all Gaussians
-  towards N(0, I);
-- what that buys: a smooth latent space that organises the anatomy, and new images by decoding
-  random draws from the prior.
-
-Data: axial slices of synthetic male-pelvis T2 MR volumes (``data_utils.synthetic.pelvic``:
-bladder, prostate and rectum in textured tissue with a bias field and Rician noise). Slices of the
-test volumes are never seen in training.
-
-Run it:  ``python tutorials/autoencoders.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Autoencoders and variational autoencoders on pelvic MR slices: compress, reconstruct, generate.
+#
+# **Lecture topic:** autoencoders (and a first generative model).
+#
+# **What you will learn:**
+# - what an autoencoder is: an encoder squeezes an image through a small code (the bottleneck), a
+#   decoder rebuilds it, and the reconstruction error is the only training signal (no labels);
+# - why reconstructions are blurred: what the code cannot hold (fine texture, noise) is replaced by
+#   its average, which is what a mean-squared error rewards;
+# - the variational autoencoder (VAE): the encoder outputs a Gaussian per image, the
+#   reparameterisation trick samples from it differentiably, and a KL term pulls all Gaussians
+#   towards N(0, I);
+# - what that buys: a smooth latent space that organises the anatomy, and new images by decoding
+#   random draws from the prior.
+#
+# **Data:** axial slices of synthetic male-pelvis T2 MR volumes (``data_utils.synthetic.pelvic``:
+# bladder, prostate and rectum in textured tissue with a bias field and Rician noise). Slices of the
+# test volumes are never seen in training.
+#
+# **Run it:**  ``python tutorials/autoencoders.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Convolutional autoencoder and VAE on pelvic MR slices")
+# %%
+tut = common.start("autoencoders", "Convolutional autoencoder and VAE on pelvic MR slices", quick=QUICK)
 
 import keras
 import matplotlib.pyplot as plt

@@ -1,30 +1,42 @@
-"""Denoising diffusion models: destroy images with noise, learn to undo it, generate from pure noise.
-
-Lecture topic: diffusion models (DDPM and DDIM).
-
-What you will learn:
-- the forward process: Gaussian noise added in many small steps, and the closed form
-  ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` that jumps to any step at once;
-- how the noise schedule (linear vs cosine) decides how fast the image disappears;
-- the training objective: a U-Net told the step ``t`` predicts the noise ``eps`` in ``x_t``, with a
-  plain mean squared error (Ho et al. 2020);
-- sampling: DDPM walks back through every step with fresh noise; DDIM takes a few big
-  deterministic steps with the same network, and we time both.
-
-Data: synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``),
-scaled to [-1, 1].
-
-Run it:  ``python tutorials/diffusion.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
-The samples of a few minutes' CPU training are blurry sketches; on a GPU, train 100x longer.
-"""
+# %% [markdown]
+# # Denoising diffusion models: destroy images with noise, learn to undo it, generate from pure noise.
+#
+# **Lecture topic:** diffusion models (DDPM and DDIM).
+#
+# **What you will learn:**
+# - the forward process: Gaussian noise added in many small steps, and the closed form
+#   ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` that jumps to any step at once;
+# - how the noise schedule (linear vs cosine) decides how fast the image disappears;
+# - the training objective: a U-Net told the step ``t`` predicts the noise ``eps`` in ``x_t``, with a
+#   plain mean squared error (Ho et al. 2020);
+# - sampling: DDPM walks back through every step with fresh noise; DDIM takes a few big
+#   deterministic steps with the same network, and we time both.
+#
+# **Data:** synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``),
+# scaled to [-1, 1].
+#
+# **Run it:**  ``python tutorials/diffusion.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
+# The samples of a few minutes' CPU training are blurry sketches; on a GPU, train 100x longer.
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-import time
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
+# %%
+tut = common.start("diffusion", "Denoising diffusion (DDPM/DDIM) on ultrasound-like images", quick=QUICK)
 
-tut = start(Path(__file__).stem, "Denoising diffusion (DDPM/DDIM) on ultrasound-like images")
+import time  # noqa: E402
 
 import keras
 import matplotlib.pyplot as plt

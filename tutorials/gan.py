@@ -1,28 +1,39 @@
-"""Generative adversarial networks: synthesise ultrasound-like images, then translate T1 MR into T2.
-
-Lecture topic: generative adversarial networks (GANs) and image synthesis.
-
-What you will learn:
-- the adversarial game: a generator turns noise into images, a discriminator tells real from
-  generated, and each is trained against the other (Goodfellow et al. 2014; DCGAN, Radford et al. 2016);
-- how to read GAN training curves, which do not simply fall: the two losses balance each other;
-- how to judge generated images without trusting the losses (here: the intensity histogram);
-- conditional image-to-image synthesis (pix2pix): a U-Net generator, a patch discriminator and an
-  L1 term that turn a T1-weighted slice into a T2-weighted one.
-
-Data: synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``) for the
-DCGAN; registered T1/T2 head slices (``data_utils.synthetic.make_modality_pairs``) for pix2pix.
-
-Run it:  ``python tutorials/gan.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
-A few minutes of CPU training give rough images; the point is the mechanics and the curves.
-"""
+# %% [markdown]
+# # Generative adversarial networks: synthesise ultrasound-like images, then translate T1 MR into T2.
+#
+# **Lecture topic:** generative adversarial networks (GANs) and image synthesis.
+#
+# **What you will learn:**
+# - the adversarial game: a generator turns noise into images, a discriminator tells real from
+#   generated, and each is trained against the other (Goodfellow et al. 2014; DCGAN, Radford et al. 2016);
+# - how to read GAN training curves, which do not simply fall: the two losses balance each other;
+# - how to judge generated images without trusting the losses (here: the intensity histogram);
+# - conditional image-to-image synthesis (pix2pix): a U-Net generator, a patch discriminator and an
+#   L1 term that turn a T1-weighted slice into a T2-weighted one.
+#
+# **Data:** synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``) for the
+# DCGAN; registered T1/T2 head slices (``data_utils.synthetic.make_modality_pairs``) for pix2pix.
+#
+# **Run it:**  ``python tutorials/gan.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
+# A few minutes of CPU training give rough images; the point is the mechanics and the curves.
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "DCGAN ultrasound synthesis and pix2pix T1-to-T2 translation")
+# %%
+tut = common.start("gan", "DCGAN ultrasound synthesis and pix2pix T1-to-T2 translation", quick=QUICK)
 
 import keras
 import matplotlib.pyplot as plt

@@ -1,29 +1,40 @@
-"""Multi-task learning: segment brain tissue and detect lesions with one shared encoder.
-
-Lecture topic: multi-task learning (research topics).
-
-What you will learn:
-- hard parameter sharing: one encoder, one head per task (a segmentation decoder and a classifier);
-- why the loss weights matter: two losses on different scales, and a gradient for each;
-- learned homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla 2018): one learned
-  log-variance per task replaces hand-tuned weights;
-- how to compare a multi-task model with single-task models of the same size, and how to recognise
-  negative transfer (sharing that hurts) when it happens.
-
-Data: synthetic FLAIR-like head slices (``data_utils.synthetic.make_modality_pairs``) with a tissue
-map (air, scalp, skull, CSF, grey matter, white matter, lesion). Task 1 segments the tissues;
-task 2 says whether the slice contains a white-matter lesion.
-
-Run it:  ``python tutorials/multitask_learning.py [--quick]``  (about 2 min on a laptop CPU;
-``--quick`` ~25 s).
-"""
+# %% [markdown]
+# # Multi-task learning: segment brain tissue and detect lesions with one shared encoder.
+#
+# **Lecture topic:** multi-task learning (research topics).
+#
+# **What you will learn:**
+# - hard parameter sharing: one encoder, one head per task (a segmentation decoder and a classifier);
+# - why the loss weights matter: two losses on different scales, and a gradient for each;
+# - learned homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla 2018): one learned
+#   log-variance per task replaces hand-tuned weights;
+# - how to compare a multi-task model with single-task models of the same size, and how to recognise
+#   negative transfer (sharing that hurts) when it happens.
+#
+# **Data:** synthetic FLAIR-like head slices (``data_utils.synthetic.make_modality_pairs``) with a tissue
+# map (air, scalp, skull, CSF, grey matter, white matter, lesion). Task 1 segments the tissues;
+# task 2 says whether the slice contains a white-matter lesion.
+#
+# **Run it:**  ``python tutorials/multitask_learning.py [--quick]``  (about 2 min on a laptop CPU;
+# ``--quick`` ~25 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Multi-task learning: tissue segmentation + lesion detection")
+# %%
+tut = common.start("multitask_learning", "Multi-task learning: tissue segmentation + lesion detection", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

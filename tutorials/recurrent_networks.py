@@ -1,29 +1,40 @@
-"""Recurrent networks on sequences: unfolding, truncated backpropagation through time, LSTM vs RNN.
-
-Lecture topic: recurrent neural networks (RNN, LSTM, GRU) for signals and image sequences.
-
-What you will learn:
-- that an RNN is one small network applied at every time step, passing a hidden state along:
-  we unfold it by hand in NumPy and get exactly what ``keras.layers.SimpleRNN`` computes;
-- truncated backpropagation through time (TBPTT): train on a long ECG recording in short chunks,
-  carrying the state forward but cutting the gradient at chunk borders;
-- why the LSTM's gated memory cell keeps information over many steps where a simple RNN forgets;
-- many-to-one (classify a sequence) versus many-to-many (label every sample: ECG wave delineation),
-  and a CNN-LSTM that reads a cine MR loop frame by frame.
-
-Data: synthetic ECG-like signals with per-sample wave labels and cine MR loops of a beating left
-ventricle (``data_utils.synthetic.make_ecg_dataset`` / ``make_cine_dataset``), and a synthetic memory task.
-
-Run it:  ``python tutorials/recurrent_networks.py [--quick]``  (about 2 minutes on a laptop CPU;
-``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Recurrent networks on sequences: unfolding, truncated backpropagation through time, LSTM vs RNN.
+#
+# **Lecture topic:** recurrent neural networks (RNN, LSTM, GRU) for signals and image sequences.
+#
+# **What you will learn:**
+# - that an RNN is one small network applied at every time step, passing a hidden state along:
+#   we unfold it by hand in NumPy and get exactly what ``keras.layers.SimpleRNN`` computes;
+# - truncated backpropagation through time (TBPTT): train on a long ECG recording in short chunks,
+#   carrying the state forward but cutting the gradient at chunk borders;
+# - why the LSTM's gated memory cell keeps information over many steps where a simple RNN forgets;
+# - many-to-one (classify a sequence) versus many-to-many (label every sample: ECG wave delineation),
+#   and a CNN-LSTM that reads a cine MR loop frame by frame.
+#
+# **Data:** synthetic ECG-like signals with per-sample wave labels and cine MR loops of a beating left
+# ventricle (``data_utils.synthetic.make_ecg_dataset`` / ``make_cine_dataset``), and a synthetic memory task.
+#
+# **Run it:**  ``python tutorials/recurrent_networks.py [--quick]``  (about 2 minutes on a laptop CPU;
+# ``--quick`` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Recurrent networks: unfolding, truncated BPTT, LSTM vs RNN, tagging, CNN-LSTM")
+# %%
+tut = common.start("recurrent_networks", "Recurrent networks: unfolding, truncated BPTT, LSTM vs RNN, tagging, CNN-LSTM", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

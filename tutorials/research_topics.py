@@ -1,27 +1,38 @@
-"""Research topics in one sitting: multiple-instance learning, adversarial examples, domain adaptation, meta-learning.
-
-Lecture topic: research topics (MIL, adversarial learning, domain adaptation, meta-learning).
-
-What you will learn:
-- multiple-instance learning with attention pooling: learn from bag labels, find the instances;
-- adversarial examples (FGSM): a change too small to see flips a classifier, and adversarial
-  training makes it more robust;
-- domain adaptation with gradient reversal (DANN): the same anatomy from another probe;
-- a first look at meta-learning (Reptile): learn an initialisation that adapts in a few steps.
-
-Data: synthetic bags of tissue patches (``make_mil_dataset``) and B-mode ultrasound images from two
-probes (``make_ultrasound_dataset`` with ``sector=True``/``False``); sine curves for meta-learning.
-
-Run it:  ``python tutorials/research_topics.py [--quick]``  (about 3 min on a laptop CPU;
-``--quick`` ~30 s).
-"""
+# %% [markdown]
+# # Research topics in one sitting: multiple-instance learning, adversarial examples, domain adaptation, meta-learning.
+#
+# **Lecture topic:** research topics (MIL, adversarial learning, domain adaptation, meta-learning).
+#
+# **What you will learn:**
+# - multiple-instance learning with attention pooling: learn from bag labels, find the instances;
+# - adversarial examples (FGSM): a change too small to see flips a classifier, and adversarial
+#   training makes it more robust;
+# - domain adaptation with gradient reversal (DANN): the same anatomy from another probe;
+# - a first look at meta-learning (Reptile): learn an initialisation that adapts in a few steps.
+#
+# **Data:** synthetic bags of tissue patches (``make_mil_dataset``) and B-mode ultrasound images from two
+# probes (``make_ultrasound_dataset`` with ``sector=True``/``False``); sine curves for meta-learning.
+#
+# **Run it:**  ``python tutorials/research_topics.py [--quick]``  (about 3 min on a laptop CPU;
+# ``--quick`` ~30 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Research topics: MIL, adversarial examples, DANN, meta-learning")
+# %%
+tut = common.start("research_topics", "Research topics: MIL, adversarial examples, DANN, meta-learning", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

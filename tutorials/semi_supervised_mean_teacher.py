@@ -1,29 +1,40 @@
-"""Semi-supervised learning with a mean teacher: classify ultrasound lesions from a handful of labels.
-
-Lecture topic: semi-supervised learning (research topics).
-
-What you will learn:
-- why unlabelled images help: a network should give the same answer for an image and a slightly
-  moved, noisier copy of it, and that needs no label (consistency regularisation);
-- the mean teacher (Tarvainen & Valpola 2017): a teacher whose weights are an exponential moving
-  average of the student's produces the targets for the consistency loss;
-- why the consistency weight ramps up from zero, and how to read the two loss curves;
-- how to compare fairly against a supervised-only baseline trained on the same few labels, and
-  that semi-supervised learning does not always win: measure, do not assume.
-
-Data: synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``), normal
-tissue versus a cyst. Only a few images keep their label; the rest are used without labels.
-
-Run it:  ``python tutorials/semi_supervised_mean_teacher.py [--quick]``  (about 2 min on a laptop CPU;
-``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Semi-supervised learning with a mean teacher: classify ultrasound lesions from a handful of labels.
+#
+# **Lecture topic:** semi-supervised learning (research topics).
+#
+# **What you will learn:**
+# - why unlabelled images help: a network should give the same answer for an image and a slightly
+#   moved, noisier copy of it, and that needs no label (consistency regularisation);
+# - the mean teacher (Tarvainen & Valpola 2017): a teacher whose weights are an exponential moving
+#   average of the student's produces the targets for the consistency loss;
+# - why the consistency weight ramps up from zero, and how to read the two loss curves;
+# - how to compare fairly against a supervised-only baseline trained on the same few labels, and
+#   that semi-supervised learning does not always win: measure, do not assume.
+#
+# **Data:** synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``), normal
+# tissue versus a cyst. Only a few images keep their label; the rest are used without labels.
+#
+# **Run it:**  ``python tutorials/semi_supervised_mean_teacher.py [--quick]``  (about 2 min on a laptop CPU;
+# ``--quick`` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Mean-teacher semi-supervised classification of ultrasound images")
+# %%
+tut = common.start("semi_supervised_mean_teacher", "Mean-teacher semi-supervised classification of ultrasound images", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
