@@ -209,8 +209,12 @@ for col, i in enumerate(shown):
     axes[0, col].set_title(f"{class_names[y_test[i]]} (p={probabilities[col, y_test[i]]:.2f})", fontsize=8)
     for row, amap, title in ((1, cls_map, "CLS attention, last block"), (2, rollout_map, "attention rollout")):
         axes[row, col].imshow(x_test[i, ..., 0], cmap="gray")
-        axes[row, col].imshow(amap[col], cmap="jet", alpha=0.45, extent=extent, interpolation="bilinear")
+        # One colour scale per row (0 to the row's largest weight), so the maps in a row compare.
+        overlay = axes[row, col].imshow(amap[col], cmap="jet", alpha=0.45, extent=extent, interpolation="bilinear",
+                                        vmin=0.0, vmax=float(amap.max()))
         axes[row, 0].set_ylabel(title, fontsize=8)
+        if col == len(shown) - 1:
+            fig.colorbar(overlay, ax=axes[row, :].tolist(), shrink=0.8, label="attention weight per patch")
 for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])

@@ -129,7 +129,8 @@ def train(heads, weighting="fixed"):
     weights = None if weighting == "uncertainty" else {h: FIXED_WEIGHTS[h] for h in heads}
     trainer = MultiTaskTrainer(model, {h: TASK_LOSSES[h] for h in heads}, loss_weights=weights, weighting=weighting)
     trainer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
-    history = trainer.fit(dataset(heads), epochs=EPOCHS, verbose=0)
+    history = trainer.fit(dataset(heads), epochs=EPOCHS, verbose=0,
+                          callbacks=[tut.progress(f"{' + '.join(heads)} ({weighting} weights)")])
     return model, history.history
 
 

@@ -72,7 +72,8 @@ encoder = keras.Sequential([
 mil_trainer = MILTrainer(attention_mil_model((PATCH, PATCH, 1), encoder=encoder, attention_dim=16, max_instances=BAG_SIZE))
 mil_trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
 bags = tf.data.Dataset.from_tensor_slices({"bag": mil["bags"][:split], "label": mil["bag_labels"][:split]})
-mil_trainer.fit(bags.shuffle(512, seed=tut.seed).batch(16), epochs=MIL_EPOCHS, verbose=0)
+mil_trainer.fit(bags.shuffle(512, seed=tut.seed).batch(16), epochs=MIL_EPOCHS, verbose=0,
+                callbacks=[tut.progress("attention MIL")])
 test_bags = {"bag": mil["bags"][split:]}
 probability = np.asarray(mil_trainer(test_bags))[:, 0]
 results["mil_bag_accuracy"] = float(np.mean((probability > 0.5) == mil["bag_labels"][split:]))
@@ -125,7 +126,8 @@ def accuracy(model, x, y):
 
 plain = classifier()
 plain.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-plain.fit(x_src[:half], y_src[:half], epochs=CLS_EPOCHS, batch_size=CLS_BATCH, verbose=0)
+plain.fit(x_src[:half], y_src[:half], epochs=CLS_EPOCHS, batch_size=CLS_BATCH, verbose=0,
+          callbacks=[tut.progress("plain classifier")])
 x_adv = fgsm(plain, x_src[half:], y_src[half:])
 results["clean_accuracy"] = accuracy(plain, x_src[half:], y_src[half:])
 results["fgsm_accuracy"] = accuracy(plain, x_adv, y_src[half:])
@@ -144,7 +146,11 @@ print(f"FGSM eps={FGSM_EPSILON}: plain model {results['clean_accuracy']:.2f} -> 
 fig, axes = plt.subplots(1, 3, figsize=(8, 2.8))
 for ax, img, title in zip(axes, [x_src[half], x_adv[0], x_adv[0] - x_src[half]],
                           ["original", f"FGSM, eps={FGSM_EPSILON}", "difference (x10)"]):
-    ax.imshow(img[..., 0] * (10 if "difference" in title else 1), cmap="gray")
+    if "difference" in title:  # scaled by 10 with fixed limits: +-eps becomes +-10 eps on a fixed grey scale
+        shown = ax.imshow(10 * img[..., 0], cmap="gray", vmin=-1, vmax=1)
+        fig.colorbar(shown, ax=ax, shrink=0.8, label="10 x (adversarial - original)")
+    else:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
     ax.set_title(title), ax.axis("off")
 tut.save_figure(fig, "fgsm_example.png")
 
@@ -170,7 +176,7 @@ pairs = tf.data.Dataset.zip((
     tf.data.Dataset.from_tensor_slices({"image": x_src[:half], "label": y_src[:half]}).shuffle(512, seed=tut.seed).batch(CLS_BATCH, drop_remainder=True),
     tf.data.Dataset.from_tensor_slices(x_tgt[:half]).shuffle(512, seed=tut.seed).batch(CLS_BATCH, drop_remainder=True),
 ))
-dann_history = dann.fit(pairs, epochs=CLS_EPOCHS, verbose=0).history
+dann_history = dann.fit(pairs, epochs=CLS_EPOCHS, verbose=0, callbacks=[tut.progress("DANN")]).history
 results["dann_target_accuracy"] = dann.evaluate(
     {"image": x_tgt[half:], "label": y_tgt[half:]}, verbose=0, return_dict=True, batch_size=64)["accuracy"]
 print(f"target-probe accuracy: source only {results['source_only_target_accuracy']:.2f}, "

@@ -104,7 +104,8 @@ def accuracy(model):
 baseline = make_student()
 baseline.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="sparse_categorical_crossentropy")
 labelled_only = tf.data.Dataset.from_tensor_slices((x_lab, y_lab)).shuffle(64, seed=tut.seed).repeat().batch(8)
-baseline.fit(labelled_only, steps_per_epoch=STEPS_PER_EPOCH, epochs=EPOCHS, verbose=0)
+baseline.fit(labelled_only, steps_per_epoch=STEPS_PER_EPOCH, epochs=EPOCHS, verbose=0,
+             callbacks=[tut.progress("supervised only")])
 baseline_accuracy = accuracy(baseline)
 print(f"supervised only: test accuracy {baseline_accuracy:.3f}")
 
