@@ -115,8 +115,9 @@ print(f"supervised only: test accuracy {baseline_accuracy:.3f}")
 # batch of unlabelled ones. Student and teacher each see their own randomly rotated, shifted,
 # zoomed and noisier copy; the consistency loss is the squared difference of their predicted class
 # probabilities. Only the student gets gradients; the teacher then moves a little towards it (EMA).
-# Averaging weights over steps smooths out the noise of single updates, so the teacher is usually
-# the better model, and its targets are better than the student's own.
+# Averaging weights over steps smooths out the noise of single updates; in long runs this usually
+# makes the teacher the better model. In a short run it can also lag behind a student that is still
+# improving quickly; the numbers below show which happened here.
 
 # %%
 trainer = MeanTeacher(
@@ -135,12 +136,20 @@ print(f"mean teacher: student {student_accuracy:.3f}, teacher {teacher_accuracy:
 # ## Reading the curves
 # Early on the consistency weight is near zero and the supervised loss falls alone; as the weight
 # ramps up, the unlabelled images start to shape the decision boundary. Compare the bars honestly:
-# in the short ``--quick`` run on this easy two-class problem the supervised baseline is as good or
-# better (measured 0.87 against 0.83 for the teacher), because 16 labels already nearly solve it and
-# the consistency term also pulls predictions towards the middle. The published gains come with
-# harder problems, far more unlabelled data and much longer training; the exercises explore when.
+# on this easy two-class problem a handful of labels already nearly solves it, and the consistency
+# term also pulls predictions towards the middle, so the unlabelled images need not help in a short
+# run. The published gains come with harder problems, far more unlabelled data and much longer
+# training; the exercises explore when. What this run shows:
 
 # %%
+best_mt = max(student_accuracy, teacher_accuracy)
+verdict = ("the mean teacher beats the supervised baseline by {:.3f}".format(best_mt - baseline_accuracy)
+           if best_mt > baseline_accuracy + 0.01 else
+           "the supervised baseline is as good or better ({:+.3f} for the best mean-teacher model): the "
+           "unlabelled images did not help in this run".format(best_mt - baseline_accuracy))
+print(f"test accuracy with {NUM_LABELLED} labels: supervised only {baseline_accuracy:.3f}, student "
+      f"{student_accuracy:.3f}, teacher {teacher_accuracy:.3f}; {verdict}; the teacher is "
+      f"{'ahead of' if teacher_accuracy > student_accuracy else 'not ahead of'} its student")
 h = history.history
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
 axes[0].plot(h["supervised"], label="supervised (labelled)")
@@ -160,8 +169,10 @@ tut.save_figure(fig, "mean_teacher_results.png")
 # ## What we learned
 # - Unlabelled images can carry information: agreeing with a smoothed copy of yourself under small
 #   perturbations pushes the decision boundary away from dense regions of the data. Whether that
-#   beats the labels alone depends on the problem, so always train the supervised baseline too.
-# - The teacher is an average of students over time; it is the model to keep.
+#   beats the labels alone depends on the problem and the training time (the verdict for this run is
+#   printed above), so always train the supervised baseline too.
+# - The teacher is an average of students over time. Which of the two to keep is decided on
+#   validation data, not assumed: in a short run the average can lag behind its student.
 # - The ramp-up matters: a strong consistency term on random initial predictions only teaches the
 #   network to be consistently wrong.
 #
@@ -177,5 +188,5 @@ tut.save_figure(fig, "mean_teacher_results.png")
 tut.finish(
     {"baseline_accuracy": baseline_accuracy, "student_accuracy": student_accuracy,
      "teacher_accuracy": teacher_accuracy, "final_supervised_loss": h["supervised"][-1]},
-    expect={"teacher_accuracy": (">=", 0.7)},  # measured 0.83 with --quick
+    expect={"teacher_accuracy": (">=", 0.7)},  # the mean teacher learns the task (0.83 at seed 0, --quick)
 )
