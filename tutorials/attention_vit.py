@@ -173,8 +173,8 @@ vit = models.get("vit", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), num_classes=len
 vit.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=1e-4),
             loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 history = vit.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=EPOCHS, verbose=2,
-                  validation_data=(x_test, y_test)).history
-test_accuracy = history["val_accuracy"][-1]
+                  callbacks=[tut.tensorboard("vit")]).history
+test_accuracy = float(vit.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])  # test set used once
 print(f"ViT test accuracy {test_accuracy:.3f} (chance 0.5), {vit.count_params():,} parameters")
 
 # %% [markdown]
