@@ -366,6 +366,8 @@ tut.finish(
         "unfold_max_abs_error": ("<=", 1e-5),
         "tbptt_loss_ratio": ("<=", 0.5),
         "tagger_gain_over_majority": (">=", 0.1),
+        # Recall task, quick settings, seeds 0-2, oneDNN on and off (AMD EPYC, AVX-512): LSTM 1.00 from
+        # epoch 4, simple RNN 0.46-0.56, so the gap is 0.44-0.54.
         "memory_lstm_minus_rnn": (">=", 0.3),
     },
 )
