@@ -204,7 +204,9 @@ print(f"test L1 (T2 scaled to [-1, 1]): untrained {l1_before:.3f}, copy T1 {iden
       f"average training T2 {mean_t2_l1:.3f}, pix2pix {l1_after:.3f}")
 print(f"pix2pix's error is {l1_after / identity_l1:.2f} x that of copying T1 and {l1_after / mean_t2_l1:.2f} x that "
       "of the average T2 slice" + (": these synthetic heads are so alike that the average is a strong baseline, "
-                                   "and beating it is the real test" if l1_after > 0.8 * mean_t2_l1 else ""))
+                                   "and in this short run pix2pix has learned little more than that average head "
+                                   "(the synthetic T2s below look alike); train longer to see each head's own "
+                                   "anatomy" if l1_after > 0.8 * mean_t2_l1 else ""))
 
 fig, axes = plt.subplots(3, 6, figsize=(10, 5.4))
 for col in range(6):
