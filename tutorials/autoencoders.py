@@ -169,8 +169,9 @@ tut.save_figure(fig, "loss_curves.png")
 # Both rebuild the organs; both lose the fine texture. The VAE has only two numbers per slice and
 # a KL penalty, so it can keep only the big picture (how much bladder, where the rectum is). One
 # might expect the autoencoder, with 32 times as many numbers, to be far better on new slices. It is
-# not, in these short runs: the printed test errors are close, and the autoencoder's training error
-# is far below its test error. Most of what its extra numbers store is each training slice's own
+# not, in these short runs: the VAE's test error is within about 20% of it (the ratio is printed;
+# 0.99 and 1.18 in our quick runs with seeds 0 and 1), and the autoencoder's training error is far
+# below its test error. Most of what its extra numbers store is each training slice's own
 # texture and noise, which does not carry over to new slices: it overfits a few hundred slices.
 
 # %%
@@ -275,6 +276,6 @@ tut.finish(
         "autoencoder_mse": ("<=", 0.9 * mean_image_mse),  # better than the average slice
         "vae_mse": ("<=", 1.1 * mean_image_mse),  # two numbers per slice: about as good as the average
         "vae_kl_largest_dimension": (">=", 0.5),
-        "ae_train_over_test_mse": ("<=", 0.8),  # the autoencoder overfits (0.66 with 22 training volumes, seed 0)  # the latent code is used (no posterior collapse)
+        "ae_train_over_test_mse": ("<=", 0.8),  # the autoencoder overfits (quick, oneDNN on: 0.69 seed 0, 0.72 seed 1)  # the latent code is used (no posterior collapse)
     },
 )
