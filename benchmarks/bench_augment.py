@@ -1,51 +1,85 @@
-"""Augmentation throughput: the kit's tf.data chain against MONAI's dictionary transforms.
+"""Augmentation throughput: the kit's tf.data chain against MONAI configured for speed, same chain.
 
-Measures, in one run and on the same cores (2 by default):
-- volumes/s of a typical 3D chain on 96^3 volumes with labels (flip, random affine with rotation
-  +-15 degrees, scale +-10 % and translation, bias field, gamma, Gaussian noise), with and without
-  elastic deformation, for the kit (``data_utils.augment`` on ``tf.data``, fused resampling under
-  XLA) and for MONAI (``monai.transforms`` dictionary transforms; skipped if monai/torch are absent);
-- 2D throughput (256x256 slices) for both;
-- sliding-window inference time and peak memory for a 256x256x128 volume.
+The chain, with labels, every step with probability 1 except the flips (0.5 per axis): random flip
+per axis, random affine (rotation +-15 degrees per axis, scale +-10 %, translation +-8 voxels,
+reflection padding, image linear and label nearest), optionally elastic deformation (MONAI
+``Rand3DElastic`` ranges: sigma 5-7 voxels, magnitude 50-150), bias field (degree 3, coefficients
+0-0.1), gamma 0.7-1.5, Gaussian noise (std up to 0.1).
 
-Run from the repository root:  python benchmarks/bench_augment.py [--quick] [--cores 2]
-Writes the Markdown table to results/benchmarks/augment.md and prints it.
+- *kit*: ``data_utils.augment.Compose(..., jit_compile=True)`` mapped over a batched ``tf.data``
+  pipeline (batch 2 in 3D) with ``apply_to_dataset``; flip, affine and elastic fused into one
+  resampling of image and label.
+- *MONAI*: the dictionary transforms as a MONAI user would set them up for speed:
+  ``set_track_meta(False)`` (plain tensors, no metadata), ``RandAffined(cache_grid=True,
+  spatial_size=...)``, or with elastic ``Rand3DElasticd(spatial_size=...)`` carrying the same
+  affine ranges so that MONAI also resamples once; ``RandFlipd`` per axis, ``RandBiasFieldd``,
+  ``RandAdjustContrastd``, ``RandGaussianNoised``; one sample at a time (MONAI's design), float
+  labels (as ``LoadImaged`` gives), torch on the same cores.
+
+Each measurement runs in a fresh process, kit and MONAI alternating in each of ``--repeats``
+rounds; the table quotes medians and the median of the per-round ratios. Also measured once:
+2D 256^2 slices with the same chain, and sliding-window inference of a 256x256x128 volume.
+
+Run from the repository root::
+
+    python benchmarks/bench_augment.py           # 3 rounds, about 8 minutes on 2 cores
+    python benchmarks/bench_augment.py --quick   # 1 round, fewer volumes: a smoke run
+
+MONAI and PyTorch are optional (``pip install -r benchmarks/requirements.txt``). Writes
+``results/benchmarks/augment.md`` and ``augment.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import multiprocessing as mp
+import dataclasses
+import math
 import os
-import platform
 import sys
 import threading
 import time
+from pathlib import Path
 
-SIZE_3D = 96  # side of the 3D volumes
-SIZE_2D = 256  # side of the 2D slices
-N_DISTINCT = 4  # distinct volumes in memory (the pipeline cycles over them)
-BATCH_3D, BATCH_2D = 2, 32
-VOLUMES_3D = 24  # volumes timed per 3D measurement (quick: 8)
-IMAGES_2D = 512  # slices timed per 2D measurement (quick: 128)
-ROTATION = 15 * 3.14159265 / 180  # +-15 degrees
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
+
+from benchmarks import common  # noqa: E402
+from training.config import field, parse_args  # noqa: E402
+
+ROTATION = math.radians(15)  # +-15 degrees per axis
 SCALE, TRANSLATION = 0.10, 8.0  # +-10 %, +-8 voxels
 ELASTIC_SIGMA, ELASTIC_MAGNITUDE = (5.0, 7.0), (50.0, 150.0)  # MONAI Rand3DElastic ranges
+GAMMA, NOISE_STD = (0.7, 1.5), 0.1
+N_DISTINCT = 4  # distinct volumes in memory (the pipelines cycle over them)
+CASES = {
+    "3d": {"rank": 3, "size": 96, "batch": 2, "elastic": False, "title": "3D 96^3 + label"},
+    "3d-elastic": {"rank": 3, "size": 96, "batch": 2, "elastic": True, "title": "3D 96^3 + label, with elastic"},
+    "2d": {"rank": 2, "size": 256, "batch": 32, "elastic": False, "title": "2D 256^2 + label"},
+}
 SW_VOLUME, SW_WINDOW = (256, 256, 128), (96, 96, 96)
-OUT_PATH = os.path.join("results", "benchmarks", "augment.md")
+
+
+@dataclasses.dataclass
+class AugmentBenchConfig:
+    """Settings of the augmentation benchmark (every field is a command-line option)."""
+
+    quick: bool = field(False, "smoke run: 1 round, fewer samples (noisy)")
+    repeats: int = field(3, "interleaved rounds (kit, MONAI, kit, ...); medians are quoted")
+    volumes: int = field(24, "3D volumes timed per measurement (2D: 16x as many slices)")
+    cases: tuple[str, ...] = field(("3d", "3d-elastic", "2d"), "chains to measure", choices=tuple(CASES))
+    cores: int = field(2, "CPU cores each side may use (torch threads, TensorFlow pools, affinity)")
+    monai: bool = field(True, "measure MONAI too (needs monai and torch)")
+    sliding_window: bool = field(True, "also time sliding-window inference of a 256x256x128 volume")
+    out_dir: str = field("results/benchmarks", "folder for augment.md and augment.json")
 
 
 def pin_cores(cores: int) -> None:
-    """Restrict this process (and the thread pools started later) to `cores` CPU cores."""
+    """Restrict this process (and the thread pools it starts later) to ``cores`` CPU cores."""
     os.environ["OMP_NUM_THREADS"] = str(cores)
     if hasattr(os, "sched_setaffinity"):
-        available = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, available[:cores])
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
 
 
 def make_data(rank: int, size: int, n: int, seed: int = 0):
-    """`n` images (n, *spatial, 1) float32 with labelled boxes (n, *spatial) int32."""
+    """``n`` images ``(n, *spatial, 1)`` float32 with labelled boxes ``(n, *spatial)`` int32."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -61,129 +95,120 @@ def make_data(rank: int, size: int, n: int, seed: int = 0):
 
 
 # ------------------------------------------------------------------------------------------- kit
-
-
-def kit_chain(rank: int, elastic: bool, jit: bool = True):
+def kit_chain(elastic: bool):
+    """The benchmark chain as a kit ``Compose`` (XLA-compiled resampling)."""
     from data_utils import augment
 
-    steps = [
-        augment.Flip(prob=0.5),
-        augment.Affine(rotation=ROTATION, scale=SCALE, translation=TRANSLATION),
-    ]
+    steps = [augment.Flip(prob=0.5), augment.Affine(rotation=ROTATION, scale=SCALE, translation=TRANSLATION)]
     if elastic:
         steps.append(augment.Elastic(sigma=ELASTIC_SIGMA, magnitude=ELASTIC_MAGNITUDE))
-    steps += [augment.BiasField(), augment.Gamma(gamma_range=(0.7, 1.5)), augment.GaussianNoise(std=0.1)]
-    return augment.Compose(steps, jit_compile=jit)
+    steps += [augment.BiasField(), augment.Gamma(gamma_range=GAMMA), augment.GaussianNoise(std=NOISE_STD)]
+    return augment.Compose(steps, jit_compile=True)
 
 
-def bench_kit(rank: int, elastic: bool, size: int, batch: int, count: int, jit: bool = True) -> float:
+def kit_worker(case: str, count: int, cores: int) -> dict:
     """Samples/s of the kit's chain mapped over a batched tf.data pipeline."""
+    pin_cores(cores)
     import tensorflow as tf
 
     from data_utils import augment
 
-    image, label = make_data(rank, size, N_DISTINCT)
-    ds = tf.data.Dataset.from_tensor_slices({"image": image, "label": label}).repeat().batch(batch)
-    ds = augment.apply_to_dataset(ds, kit_chain(rank, elastic, jit), seed=0).prefetch(2)
+    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    tf.config.threading.set_inter_op_parallelism_threads(cores)
+    spec = CASES[case]
+    image, label = make_data(spec["rank"], spec["size"], N_DISTINCT)
+    ds = tf.data.Dataset.from_tensor_slices({"image": image, "label": label}).repeat().batch(spec["batch"])
+    ds = augment.apply_to_dataset(ds, kit_chain(spec["elastic"]), seed=0).prefetch(2)
     it = iter(ds)
-    for _ in range(2):  # warm up: tracing and XLA compilation
+    for _ in range(2):  # tracing and XLA compilation
         next(it)["image"].numpy()
-    n_batches = max(1, count // batch)
+    batches = max(1, count // spec["batch"])
     start = time.perf_counter()
-    for _ in range(n_batches):
+    for _ in range(batches):
         el = next(it)
         el["image"].numpy(), el["label"].numpy()
-    return n_batches * batch / (time.perf_counter() - start)
+    return {"samples_per_s": batches * spec["batch"] / (time.perf_counter() - start), "samples": batches * spec["batch"],
+            "version": f"TensorFlow {tf.__version__}"}
 
 
 # ----------------------------------------------------------------------------------------- MONAI
-
-
-def monai_chain(rank: int, elastic: bool, lazy: bool):
+def monai_chain(rank: int, size: int, elastic: bool):
+    """The benchmark chain as MONAI dictionary transforms, set up for speed (see the module doc)."""
     from monai import transforms as T
 
     keys = ["image", "label"]
+    geometry = dict(rotate_range=(ROTATION,) * (1 if rank == 2 else 3), scale_range=(SCALE,) * rank,
+                    translate_range=(TRANSLATION,) * rank, mode=("bilinear", "nearest"),
+                    padding_mode="reflection", prob=1.0, spatial_size=(size,) * rank)
     steps = [T.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(rank)]
-    rotate = (ROTATION,) * (1 if rank == 2 else 3)
-    geometry = dict(rotate_range=rotate, scale_range=(SCALE,) * rank, translate_range=(TRANSLATION,) * rank,
-                    mode=("bilinear", "nearest"), padding_mode="reflection", prob=1.0)
-    if elastic and rank == 3:
-        # MONAI's best case: its elastic transform applies the affine in the same resampling.
-        steps.append(T.Rand3DElasticd(keys, sigma_range=ELASTIC_SIGMA, magnitude_range=ELASTIC_MAGNITUDE,
-                                      **geometry))
-    elif elastic:
-        steps.append(T.Rand2DElasticd(keys, spacing=(32, 32), magnitude_range=(1.0, 2.0), **geometry))
+    if elastic:
+        # MONAI's fastest form: its elastic transform applies the affine in the same resampling.
+        steps.append(T.Rand3DElasticd(keys, sigma_range=ELASTIC_SIGMA, magnitude_range=ELASTIC_MAGNITUDE, **geometry))
     else:
-        steps.append(T.RandAffined(keys, **geometry))
+        steps.append(T.RandAffined(keys, cache_grid=True, **geometry))
     steps += [
-        T.RandBiasFieldd("image", prob=1.0),
-        T.RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=1.0),
-        T.RandGaussianNoised("image", prob=1.0, std=0.1),
+        T.RandBiasFieldd("image", prob=1.0, degree=3, coeff_range=(0.0, 0.1)),
+        T.RandAdjustContrastd("image", gamma=GAMMA, prob=1.0),
+        T.RandGaussianNoised("image", prob=1.0, std=NOISE_STD),
     ]
-    chain = T.Compose(steps, lazy=lazy)
+    chain = T.Compose(steps)
     chain.set_random_state(seed=0)
     return chain
 
 
-def bench_monai(rank: int, elastic: bool, size: int, count: int, lazy: bool) -> float:
-    """Samples/s of MONAI's equivalent dictionary chain, channel-first, one sample at a time."""
-    import numpy as np
-    import torch
-    from monai.data import MetaTensor
-
-    image, label = make_data(rank, size, N_DISTINCT)
-    # Lazy mode needs MetaTensors with a voxel affine (as LoadImaged gives); the eager chain gets
-    # plain tensors, which skips MONAI's metadata tracking and is its fastest form.
-    affine = torch.eye(rank + 1, dtype=torch.float64)
-
-    def wrap(array):
-        tensor = torch.from_numpy(array.copy())
-        return MetaTensor(tensor, affine=affine) if lazy else tensor
-
-    samples = [{"image": wrap(np.moveaxis(image[i], -1, 0)), "label": wrap(label[i][None])}
-               for i in range(N_DISTINCT)]
-    chain = monai_chain(rank, elastic, lazy)
-    chain(dict(samples[0]))  # warm up
+def monai_worker(case: str, count: int, cores: int) -> dict | None:
+    """Samples/s of MONAI's chain, one channel-first sample at a time (None if not installed)."""
+    pin_cores(cores)
+    try:
+        import monai
+        import numpy as np
+        import torch
+        from monai.data import set_track_meta
+    except ImportError:
+        return None
+    torch.set_num_threads(cores)
+    set_track_meta(False)
+    spec = CASES[case]
+    image, label = make_data(spec["rank"], spec["size"], N_DISTINCT)
+    samples = [{"image": torch.from_numpy(np.moveaxis(image[i], -1, 0).copy()),
+                "label": torch.from_numpy(label[i][None].astype("float32"))} for i in range(N_DISTINCT)]
+    chain = monai_chain(spec["rank"], spec["size"], spec["elastic"])
+    chain(dict(samples[0]))  # warm up (and fill RandAffined's grid cache)
     start = time.perf_counter()
     for i in range(count):
         out = chain(dict(samples[i % N_DISTINCT]))
-        out["image"].numpy() if hasattr(out["image"], "numpy") else out["image"]
-    return count / (time.perf_counter() - start)
+        out["image"].numpy(), out["label"].numpy()
+    return {"samples_per_s": count / (time.perf_counter() - start), "samples": count,
+            "version": f"MONAI {monai.__version__}, PyTorch {torch.__version__}"}
 
 
-# --------------------------------------------------------------------------- sliding window
-
-
-def _sliding_window_worker(cores: int, queue) -> None:
-    """Run in a fresh process so its peak memory (max RSS) is the inference's own."""
+# --------------------------------------------------------------------------------- sliding window
+def sliding_window_worker(cores: int) -> dict:
+    """Wall time and resident-memory growth of sliding-window inference (fresh process)."""
     import resource
 
     pin_cores(cores)
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from data_utils.inference import sliding_window_inference
 
     inputs = keras.Input((*SW_WINDOW, 1))
     x = keras.layers.Conv3D(8, 3, padding="same", activation="relu")(inputs)
-    outputs = keras.layers.Conv3D(4, 1, activation="softmax", dtype="float32")(x)
-    net = keras.Model(inputs, outputs)
-    import tensorflow as tf
-
-    # Plain graph mode: XLA on CPU runs Conv3D about 10x slower than oneDNN here.
+    net = keras.Model(inputs, keras.layers.Conv3D(4, 1, activation="softmax", dtype="float32")(x))
+    # Plain graph mode: XLA on CPU runs Conv3D far slower than oneDNN.
     predict = tf.function(lambda x: net(x, training=False))
     volume = np.random.default_rng(0).random((1, *SW_VOLUME, 1)).astype("float32")
-    predict(volume[:, :96, :96, :96])  # build and compile outside the timing
+    predict(volume[:, :96, :96, :96])
     predict(volume[:, :96, :96, :96].repeat(2, axis=0))
-
-    # Poll the resident memory while inference runs: the peak above the starting point is what
-    # sliding-window inference itself needs (ru_maxrss would include model compilation).
     page = os.sysconf("SC_PAGE_SIZE")
 
     def rss() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * page
 
+    # Poll the resident memory while inference runs: its rise is what inference itself needs.
     base, peak, running = rss(), [0], [True]
 
     def poll():
@@ -198,113 +223,77 @@ def _sliding_window_worker(cores: int, queue) -> None:
     seconds = time.perf_counter() - start
     running[0] = False
     watcher.join()
-    queue.put({"seconds": seconds, "peak_mib": peak[0] / 2**20, "increase_mib": (peak[0] - base) / 2**20,
-               "out_mib": out.nbytes / 2**20, "input_mib": volume.nbytes / 2**20,
-               "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-
-
-def bench_sliding_window(cores: int) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_sliding_window_worker, args=(cores, queue))
-    proc.start()
-    result = queue.get(timeout=900)
-    proc.join()
-    return result
+    return {"seconds": seconds, "increase_mib": (peak[0] - base) / 2**20, "out_mib": out.nbytes / 2**20,
+            "input_mib": volume.nbytes / 2**20, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 # ------------------------------------------------------------------------------------------ main
+def measure(cfg: AugmentBenchConfig) -> dict:
+    """Interleaved rounds of every case (kit, then MONAI), then the sliding-window run."""
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    rounds = []
+    for r in range(cfg.repeats):
+        entry = {}
+        for case in cfg.cases:
+            count = cfg.volumes * (16 if CASES[case]["rank"] == 2 else 1)
+            kit = common.run_in_fresh_process(kit_worker, case, count, cfg.cores, env=env)
+            monai = (common.run_in_fresh_process(monai_worker, case, max(4, count // 2), cfg.cores, env=env)
+                     if cfg.monai else None)
+            entry[case] = {"kit": kit, "monai": monai, "load_average": common.load_average()}
+            print(f"round {r + 1}/{cfg.repeats} {case}: kit {kit['samples_per_s']:.2f}"
+                  + (f", MONAI {monai['samples_per_s']:.2f}" if monai else "") + " samples/s", flush=True)
+        rounds.append(entry)
+    sw = common.run_in_fresh_process(sliding_window_worker, cfg.cores, env=env) if cfg.sliding_window else None
+    return {"rounds": rounds, "sliding_window": sw}
 
 
-def write_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def report(cfg: AugmentBenchConfig, raw: dict, info: dict, load_end: list[float]) -> tuple[str, dict]:
+    """The Markdown table (and notes) and the summary written beside it."""
+    lines = ["| chain | kit tf.data + XLA | MONAI (no metadata, cached grid) | kit / MONAI |", "| --- | ---: | ---: | ---: |"]
+    summary, versions = {}, set()
+    for case in cfg.cases:
+        unit = "images/s" if CASES[case]["rank"] == 2 else "volumes/s"
+        row = {}
+        for side in ("kit", "monai"):
+            values = [rnd[case][side]["samples_per_s"] for rnd in raw["rounds"] if rnd[case][side]]
+            versions.update(rnd[case][side]["version"] for rnd in raw["rounds"] if rnd[case][side])
+            row[side] = common.summarise(values) if values else None
+        if row["monai"]:
+            row["ratio"] = common.summarise([rnd[case]["kit"]["samples_per_s"] / rnd[case]["monai"]["samples_per_s"]
+                                             for rnd in raw["rounds"]])
+        summary[case] = row
 
+        def cell(s, unit=unit):
+            if s is None:
+                return "not installed"
+            spread = f" ({s['min']:.1f}-{s['max']:.1f})" if s["n"] > 1 else ""
+            return f"{s['median']:.1f} {unit}{spread}"
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run, noisier)")
-    parser.add_argument("--cores", type=int, default=2, help="CPU cores to use (default 2)")
-    parser.add_argument("--no-monai", action="store_true", help="skip the MONAI column")
-    args = parser.parse_args()
-    pin_cores(args.cores)
-    load_start = os.getloadavg()[0]
-    sys.path.insert(0, os.getcwd())
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.cores)
-    tf.config.threading.set_inter_op_parallelism_threads(args.cores)
-    count3, count2 = (8, 128) if args.quick else (VOLUMES_3D, IMAGES_2D)
-
-    have_monai = False
-    if not args.no_monai:
-        try:
-            import monai  # noqa: F401
-            import torch
-
-            torch.set_num_threads(args.cores)
-            have_monai = True
-        except ImportError:
-            print("monai/torch not installed: the MONAI column is skipped (pip install monai torch).")
-
-    rows = []
-    cases = [("3D 96^3 + label", 3, SIZE_3D, BATCH_3D, count3, False),
-             ("3D 96^3 + label, with elastic", 3, SIZE_3D, BATCH_3D, count3, True),
-             ("2D 256^2 + label", 2, SIZE_2D, BATCH_2D, count2, False)]
-    for name, rank, size, batch, count, elastic in cases:
-        kit = bench_kit(rank, elastic, size, batch, count)
-        kit_graph = bench_kit(rank, elastic, size, batch, max(batch, count // 2), jit=False)
-        row = {"case": name, "kit": kit, "kit_graph": kit_graph}
-        if have_monai:
-            m_count = max(4, min(count // 3, 24 if rank == 2 else count))
-            row["monai"] = bench_monai(rank, elastic, size, m_count, lazy=False)
-            row["monai_lazy"] = None if elastic else bench_monai(rank, elastic, size, m_count, lazy=True)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    sw = bench_sliding_window(args.cores)
-    print(json.dumps(sw), flush=True)
-
-    unit = lambda r: "images/s" if r["case"].startswith("2D") else "volumes/s"  # noqa: E731
-    lines = [
-        f"Augmentation throughput on {args.cores} CPU cores ({platform.processor() or platform.machine()}, "
-        f"TensorFlow {tf.__version__}"
-        + (f", MONAI {__import__('monai').__version__}, torch {__import__('torch').__version__}" if have_monai else "")
-        + "). Chain: flip, affine (rotation +-15 deg, scale +-10 %, translation +-8 vox), bias field, "
-          "gamma, Gaussian noise; all with probability 1 except flips (0.5 per axis); label nearest.",
+        ratio = row.get("ratio")
+        ratio_text = f"**{ratio['median']:.1f}x** ({ratio['min']:.1f}-{ratio['max']:.1f})" if ratio else ""
+        lines.append(f"| {CASES[case]['title']} | {cell(row['kit'])} | {cell(row['monai'])} | {ratio_text} |")
+    notes = [
         "",
-        "| chain | kit tf.data + XLA | kit tf.data, no XLA | MONAI | MONAI lazy (MetaTensor) | kit / best MONAI |",
-        "|---|---|---|---|---|---|",
+        f"Machine: {common.describe_machine(info, load_end)} {cfg.cores} cores per side.",
+        f"Software: {'; '.join(sorted(versions))}. {cfg.repeats} interleaved rounds, one fresh process per "
+        "measurement; medians with (min-max), the ratio is the median of per-round ratios.",
     ]
-    for r in rows:
-        monai_vals = [v for v in (r.get("monai"), r.get("monai_lazy")) if v]
-        best = max(monai_vals) if monai_vals else None
-        fmt = lambda v, r=r: "skipped" if v is None else f"{v:.1f} {unit(r)}"  # noqa: E731
-        lines.append(
-            f"| {r['case']} | {fmt(r['kit'])} | {fmt(r['kit_graph'])} | "
-            f"{fmt(r.get('monai')) if have_monai else 'skipped'} | "
-            f"{(fmt(r.get('monai_lazy')) if r.get('monai_lazy') else 'n/a') if have_monai else 'skipped'} | "
-            f"{(r['kit'] / best) if best else float('nan'):.1f}x |"
-        )
-    lines += [
-        "",
-        f"Sliding-window inference, {SW_VOLUME[0]}x{SW_VOLUME[1]}x{SW_VOLUME[2]} volume, {SW_WINDOW[0]}^3 windows, "
-        f"overlap 0.25, Gaussian blending, 2 windows per batch, a 2-layer Conv3D net (4 classes): "
-        f"{sw['seconds']:.1f} s; resident memory rose by {sw['increase_mib']:.0f} MiB during inference "
-        f"(the input volume is {sw['input_mib']:.0f} MiB, the 4-class output {sw['out_mib']:.0f} MiB; "
-        f"whole-process peak including TensorFlow start-up and tracing {sw['max_rss_mib']:.0f} MiB).",
-        "",
-        f"Load average (1 min) at start and end of the run: {load_start:.1f}, {os.getloadavg()[0]:.1f} "
-        f"on {os.cpu_count()} logical CPUs (other work on the machine slows both columns alike).",
-        "",
-        "Command: `python benchmarks/bench_augment.py" + (" --quick" if args.quick else "") + "`",
-    ]
-    text = "\n".join(lines) + "\n"
-    write_atomic(OUT_PATH, text)
-    print("\n" + text)
-    print(f"Written to {OUT_PATH}")
+    sw = raw.get("sliding_window")
+    if sw:
+        notes.append(
+            f"Sliding-window inference, {'x'.join(map(str, SW_VOLUME))} volume, {SW_WINDOW[0]}^3 windows, overlap 0.25, "
+            f"Gaussian blending, 2 windows per batch, a 2-layer Conv3D net (4 classes): {sw['seconds']:.1f} s; resident "
+            f"memory rose by {sw['increase_mib']:.0f} MiB during inference (input {sw['input_mib']:.0f} MiB, 4-class output "
+            f"{sw['out_mib']:.0f} MiB; whole-process peak {sw['max_rss_mib']:.0f} MiB).")
+        summary["sliding_window"] = sw
+    return "\n".join(lines + notes), summary
+
+
+def main(argv=None) -> None:
+    cfg = parse_args(AugmentBenchConfig, argv, description=__doc__.splitlines()[0])
+    if cfg.quick:
+        cfg = dataclasses.replace(cfg, repeats=1, volumes=8)
+    common.run_benchmark("augment", cfg, measure, report)
 
 
 if __name__ == "__main__":

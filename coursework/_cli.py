@@ -1,8 +1,10 @@
-"""What the coursework entry points share: quiet TensorFlow start-up and one-line user errors."""
+"""What the coursework entry points share: quiet TensorFlow start-up, one-line user errors, signals."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -36,6 +38,18 @@ def import_tensorflow_quietly() -> None:
         os.close(saved)
 
 USER_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130  # what a shell reports for Ctrl-C (128 + SIGINT)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose errors are one line, ``error: <message>``, with exit status 2.
+
+    argparse prints the whole usage block before its error; a student then has to find the one
+    line that matters, and a CI log shows a wall of options. ``--help`` still shows everything.
+    """
+
+    def error(self, message: str):
+        self.exit(USER_ERROR_STATUS, f"error: {message} (see --help)\n")
 
 
 class UserError(Exception):
@@ -62,15 +76,43 @@ def one_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def _terminate_like_ctrl_c(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def handle_sigterm_like_ctrl_c() -> None:
+    """Make SIGTERM (a CI timeout, ``kill``, a closing session) raise ``KeyboardInterrupt``.
+
+    Python's default for SIGTERM is to die on the spot, skipping every ``finally``; as an
+    exception it unwinds like Ctrl-C, so temporary files are removed and an interrupted run is
+    kept for ``--resume``. Only the main thread can install handlers; elsewhere this does nothing.
+    """
+    try:
+        signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
+    except ValueError:  # not the main thread (e.g. an entry point called from a worker thread)
+        pass
+
+
 def run_cli(work: Callable[[], int]) -> int:
-    """Run an entry point's body; user errors become ``error: <one line>`` and exit status 2."""
+    """Run an entry point's body; user errors become ``error: <one line>`` and exit status 2.
+
+    Ctrl-C and SIGTERM end it with status 130 after the body's own clean-up has run.
+    """
     import_tensorflow_quietly()
     errors = _user_error_types()
+    previous = signal.getsignal(signal.SIGTERM)
+    handle_sigterm_like_ctrl_c()
     try:
         return work()
     except errors as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return USER_ERROR_STATUS
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        # The body may re-raise with what was kept and how to go on; show that line.
+        print(f"interrupted: {one_line(err)}" if str(err) else "interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    finally:
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except (ValueError, TypeError):
+            pass

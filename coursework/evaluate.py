@@ -13,7 +13,6 @@ on whole volumes, with the voxel spacing from the file's affine, so HD95 is in m
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -21,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from coursework._cli import UserError, run_cli
-from coursework.config import STRUCTURES, CourseworkConfig
+from coursework._cli import ArgumentParser, UserError, run_cli
+from coursework.config import NUM_CLASSES, STRUCTURES, CourseworkConfig
 
 SPLIT_FILE = "split.json"
 
@@ -99,7 +98,7 @@ def evaluate_cases(model, cfg: CourseworkConfig, cases, pred_dir: Path, overlay_
     bar = keras.utils.Progbar(len(cases), unit_name="volume", verbose=1 if sys.stdout.isatty() else 2) if progress else None
     for i, (case, image_path, mask_path) in enumerate(cases):
         out = predict_file(model, cfg, image_path, prediction_path(pred_dir, image_path))
-        truth = io.load_nifti(mask_path, is_label=True)
+        truth = io.load_nifti(mask_path, is_label=True, num_classes=NUM_CLASSES)
         pred = io.load_nifti(out, is_label=True)
         per_case[case] = evaluate_case(pred.array, truth.array, truth.spacing)
         if overlay_dir is not None and i < num_overlays:
@@ -149,15 +148,11 @@ def save_overlay(image, truth, pred, path: Path, scores: dict | None = None) -> 
         heading += "  Dice " + ", ".join(f"{k} {v:.2f}" for k, v in scores["dice"].items())
     fig.suptitle(heading + "\nyellow bladder, green prostate, magenta rectum", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=80)
-        tmp.replace(path)
+        io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"), ".png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def cases_in_folder(data_dir) -> list[tuple[str, Path, Path]]:
@@ -172,8 +167,14 @@ def run_test_cases(run_dir: Path) -> list[tuple[str, Path, Path]]:
     path = Path(run_dir) / SPLIT_FILE
     if not path.is_file():
         raise UserError(f"{path}: not found (is {run_dir} a finished run of coursework.train?)")
-    split = json.loads(path.read_text())
-    cases = [(c["case_id"], Path(c["image"]), Path(c["label"])) for c in split["test"]]
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+        cases = [(c["case_id"], Path(c["image"]), Path(c["label"])) for c in split["test"]]
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err}); the run folder is damaged, re-run coursework.train") from None
+    except (KeyError, TypeError) as err:
+        raise UserError(f"{path}: expected {{\"test\": [{{\"case_id\", \"image\", \"label\"}}, ...]}}, "
+                        f"missing {err}; the run folder is damaged, re-run coursework.train") from None
     for _, image, mask in cases:
         for p in (image, mask):
             if not p.is_file():
@@ -182,7 +183,7 @@ def run_test_cases(run_dir: Path) -> list[tuple[str, Path, Path]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coursework.evaluate", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m coursework.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a finished run folder, e.g. results/baseline")
     parser.add_argument("--data", default=None, metavar="DIR", help="evaluate every image/mask pair in DIR instead of the run's test cases")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
@@ -201,11 +202,17 @@ def main(argv=None) -> int:
         print(format_table(summary))
         saved = run_dir / "metrics.json"
         if not args.data and saved.is_file():
-            before = json.loads(saved.read_text()).get("mean_dice")
-            if before is not None:
+            try:
+                before = json.loads(saved.read_text(encoding="utf-8")).get("mean_dice")
+            except (ValueError, AttributeError):  # a damaged metrics.json: nothing to compare with
+                before = None
+                print(f"note: {saved} is not a readable metrics file; not compared", file=sys.stderr)
+            if isinstance(before, (int, float)):
                 print(f"mean Dice in {saved}: {before:.4f}; re-evaluated: {summary['mean_dice']:.4f}")
         if args.out:
-            Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+            from training.callbacks import atomic_write_text
+
+            atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
         return 0
 
     return run_cli(work)

@@ -9,17 +9,22 @@ For every ``<case>_img.nii(.gz)`` (or any other ``<name>.nii(.gz)``) in ``IN_DIR
 1 bladder, 2 prostate, 3 rectum) with exactly the input's shape and affine, whatever the input's
 orientation. The model and settings come from the run folder (default: the run named in
 ``coursework/config.py``).
+
+A volume that cannot be read (corrupt, truncated, not 3D) does not stop the others: every good
+volume gets its label map, each bad one is listed on stderr as ``error: <file>: <reason>`` (and a
+stale prediction of it from an earlier call is removed), and the exit status is 2. Each label map
+is written atomically, so OUT_DIR never holds half a file.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from coursework._cli import UserError, run_cli
+from coursework._cli import USER_ERROR_STATUS, ArgumentParser, UserError, one_line, run_cli
 from coursework.config import CourseworkConfig
 
 IMAGE_SUFFIXES = ("_img.nii.gz", "_img.nii")
@@ -60,11 +65,29 @@ def load_run(run_dir) -> tuple[object, CourseworkConfig]:
 
     import training.losses  # noqa: F401  (registers the kit's losses for deserialisation)
 
+    path = run_dir / "model.keras"
+    _check_model_file(path)
     try:
-        model = keras.models.load_model(run_dir / "model.keras", compile=False)
+        model = keras.models.load_model(path, compile=False)
     except Exception as err:  # noqa: BLE001 - any load failure is reported as one line naming the file
-        raise UserError(f"{run_dir / 'model.keras'}: cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        raise UserError(f"{path}: cannot be loaded ({type(err).__name__}: {one_line(err)})") from None
     return model, cfg
+
+
+def _check_model_file(path: Path) -> None:
+    """Say what is wrong with a ``.keras`` file Keras would call "not found" (it is a zip archive)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise UserError(f"{path}: permission denied (the file exists but cannot be read by this user)") from None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        damaged = "the archive"
+    if damaged is not None:
+        raise UserError(f"{path}: corrupt or truncated ({damaged} does not read back); copy it again or retrain")
 
 
 def to_model_layout(path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], np.ndarray, tuple[int, ...]]:
@@ -119,27 +142,60 @@ def find_inputs(in_dir) -> list[Path]:
     return paths
 
 
+def predict_folder(model, cfg: CourseworkConfig, inputs, out_dir: Path, progress: bool = True) -> dict[Path, str]:
+    """Predict every input into ``out_dir``; a bad volume is skipped and reported, not fatal.
+
+    Args:
+        model, cfg: from :func:`load_run`.
+        inputs: image files (:func:`find_inputs`).
+        out_dir: where ``<case>_pred.nii.gz`` files go.
+        progress: show a progress bar.
+
+    Returns:
+        ``{image_path: reason}`` for the volumes that could not be predicted (empty when all were);
+        their stale predictions, if any, are removed.
+    """
+    import keras
+
+    from data_utils.io import DataError
+
+    failed: dict[Path, str] = {}
+    bar = keras.utils.Progbar(len(inputs), unit_name="volume", verbose=1 if sys.stdout.isatty() else 2) if progress else None
+    for i, path in enumerate(inputs):
+        out = prediction_path(out_dir, path)
+        try:
+            predict_file(model, cfg, path, out)
+        except (DataError, UserError) as err:
+            failed[path] = one_line(err)
+            out.unlink(missing_ok=True)  # an old prediction of this volume would be mistaken for a new one
+        if bar is not None:
+            bar.update(i + 1)
+    return failed
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coursework.predict", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m coursework.predict", description=__doc__.splitlines()[0])
     parser.add_argument("in_dir", help="folder of input volumes (<case>_img.nii.gz)")
     parser.add_argument("out_dir", help="folder for the label maps (<case>_pred.nii.gz)")
     parser.add_argument("--run-dir", default=None, help="trained run folder (default: results/<run_name of coursework/config.py>)")
     args = parser.parse_args(argv)
 
     def work() -> int:
-        import keras
-
         inputs = find_inputs(args.in_dir)
+        out_dir = Path(args.out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"{out_dir}: is a file; OUT_DIR must be a folder (it is created if missing)")
         default = CourseworkConfig()
         run_dir = Path(args.run_dir) if args.run_dir else Path(default.results_dir) / default.run_name
         model, cfg = load_run(run_dir)
-        out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        bar = keras.utils.Progbar(len(inputs), unit_name="volume", verbose=1 if sys.stdout.isatty() else 2)
-        for i, path in enumerate(inputs):
-            predict_file(model, cfg, path, prediction_path(out_dir, path))
-            bar.update(i + 1)
-        print(f"wrote {len(inputs)} label maps to {out_dir}")
+        failed = predict_folder(model, cfg, inputs, out_dir)
+        print(f"wrote {len(inputs) - len(failed)} label maps to {out_dir}")
+        for path, reason in failed.items():
+            print(f"error: {reason if str(path) in reason else f'{path}: {reason}'}", file=sys.stderr)
+        if failed:
+            print(f"error: {len(failed)} of {len(inputs)} volumes could not be predicted (listed above)", file=sys.stderr)
+            return USER_ERROR_STATUS
         return 0
 
     return run_cli(work)

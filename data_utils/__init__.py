@@ -16,8 +16,7 @@ Modules (import the one you need; this package imports nothing heavy on its own)
 - ``data_utils.synthetic``: deterministic phantoms with known ground truth (e.g. ``synthetic.pelvic``).
 """
 
-import os
+# The kit's TensorFlow settings (oneDNN, log level), before anything imports TensorFlow.
+from data_utils.environment import configure_tensorflow
 
-# oneDNN kernels roughly double conv-net throughput on AVX2 CPUs (see README, "Speed"); TensorFlow
-# reads this variable once, at import, so it is set before anything imports TensorFlow.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+configure_tensorflow()

@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from data_utils import augment as augment_lib  # noqa: E402
-from data_utils import io, preprocess  # noqa: E402
-from data_utils.io import DataError  # noqa: E402
+from data_utils import augment as augment_lib
+from data_utils import io, preprocess
+from data_utils.io import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -188,6 +185,7 @@ def load_cases(
     normalize: str | None = "zscore",
     canonical: bool = True,
     verbose: bool = False,
+    num_classes: int | None = None,
 ) -> list[dict]:
     """Load cases into memory as dicts in the kit's ``(D, H, W)`` layout.
 
@@ -197,6 +195,8 @@ def load_cases(
             voxels, for skull-stripped or masked images) or ``None`` (raw intensities).
         canonical: reorient to RAS+ before transposing to ``(D, H, W) = (z, y, x)``.
         verbose: print one line per case.
+        num_classes: if given, every label map must hold only ``0 .. num_classes - 1`` (a mask
+            with label 7 or -1 stops here, naming the file and the values found).
 
     Returns:
         List of dicts: ``image`` float32 ``(D, H, W)``, ``label`` int32 ``(D, H, W)`` (absent for
@@ -211,12 +211,16 @@ def load_cases(
     volumes = []
     for index, case in enumerate(cases):
         if case.label_path is not None:
-            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=canonical)
+            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=False,
+                                                    num_classes=num_classes)
         else:
             image, label = io.load_nifti(case.image_path), None
-            image = io.to_canonical(image) if canonical else image
+        # Checked before reorienting, so the message shows the shape as stored in the file.
         if image.array.ndim != 3:
             raise DataError(f"{case.image_path}: expected a 3D volume, got shape {image.array.shape}.")
+        if canonical:
+            image = io.to_canonical(image)
+            label = io.to_canonical(label) if label is not None else None
         image = io.to_dhw(image)
         array = image.array
         if normalize is not None:
@@ -256,24 +260,17 @@ def _check_volumes(volumes: Sequence[dict], need_label: bool = True) -> None:
 
 
 def _apply_augment(ds: tf.data.Dataset, chain, seed: int) -> tf.data.Dataset:
-    """Apply an augmentation chain to each batch with a fresh stateless seed per batch.
+    """Apply an augmentation chain to each batch with a fresh stateless seed per batch and epoch.
 
-    ``chain`` is a ``data_utils.augment.Compose`` (or a list of augmentations), mapped with
-    ``augment.apply_to_dataset``, or any callable ``chain(element, seed) -> element``, which gets the
-    same per-batch seeds: ``Dataset.random(seed)`` advances every batch and every epoch, so no two
-    batches share a draw and nothing random is frozen at trace time.
+    ``chain`` is a ``data_utils.augment.Compose``, a list of augmentations, or any callable
+    ``chain(element, seed) -> element``; the seeds come from ``augment.apply_to_dataset`` (the
+    kit's one seeding path), so no two batches share a draw and nothing is frozen at trace time.
     """
     if chain is None:
         return ds
-    if isinstance(chain, (augment_lib.Compose, list, tuple)):
-        return augment_lib.apply_to_dataset(ds, chain, int(seed))
-    if not callable(chain):
+    if not (callable(chain) or isinstance(chain, (list, tuple))):
         raise TypeError(f"`augment` must be an augment.Compose, a list of augmentations or a callable, got {chain!r}.")
-    base = augment_lib.as_seed(int(seed))
-    randoms = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
-    return tf.data.Dataset.zip((randoms, ds)).map(
-        lambda r, element: chain(element, augment_lib.batch_seed(base, r)), num_parallel_calls=AUTOTUNE
-    )
+    return augment_lib.apply_to_dataset(ds, chain, int(seed), num_parallel_calls=AUTOTUNE)
 
 
 def _finish(ds, batch_size, *, shuffle, seed, shuffle_buffer, augment, drop_remainder, repeat):

@@ -8,6 +8,7 @@
   along the first axis, as the models expect. Apply it after :func:`to_canonical`.
 - :func:`load_image_label_pair`: load an image and its label map and check that they belong
   together (shape, affine, integer labels, finite intensities).
+- :func:`check_label_values`: labels within ``0 .. num_classes - 1``.
 - :func:`atomic_write`: the kit's one way to write a file so that nothing half-written is left.
 
 Every problem raises :class:`DataError` (a ``ValueError``) with one line naming the file.
@@ -41,7 +42,9 @@ def atomic_write(path, write: Callable[[str], object], suffix: str = "") -> Path
     """Write a file through a temporary name in the same folder, then rename it to ``path``.
 
     Readers see the old file or the new one, never half of one: a crash or an error inside
-    ``write`` leaves ``path`` as it was and removes the temporary file.
+    ``write`` leaves ``path`` as it was and removes the temporary file. The file gets the mode a
+    plain ``open(path, "w")`` would give it (``0666`` less the umask: ``0644`` with the usual umask
+    ``022``), so teammates and markers can read what a run wrote.
 
     Args:
         path: destination file (``str`` or ``Path``); its folder is created if missing.
@@ -58,11 +61,59 @@ def atomic_write(path, write: Callable[[str], object], suffix: str = "") -> Path
     os.close(handle)
     try:
         write(tmp)
+        # mkstemp creates the file 0600 (private); a writer that reopens it keeps that mode.
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` so readers see the old file or the new one, never half of it.
+
+    Args:
+        path: destination file; its folder is created if missing.
+        text: the whole new content.
+    """
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, write)
+
+
+def atomic_save_weights(model, path) -> Path:
+    """``model.save_weights(path)`` through a temporary file and ``os.replace``.
+
+    Keras 3 weight files hold every variable the model tracks, optimiser state included.
+
+    Args:
+        model: a built ``keras.Model``.
+        path: destination ending in ``.weights.h5``.
+    """
+    if not str(path).endswith(".weights.h5"):
+        raise ValueError(f"weights path must end with '.weights.h5' (Keras 3 rule); got {str(path)!r}")
+    return atomic_write(path, model.save_weights, ".weights.h5")
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (e.g. ``0o022``), read without changing it where possible."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    # Elsewhere the only way to read it is to set it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @dataclasses.dataclass
@@ -105,7 +156,7 @@ def _verify_gzip(path: Path) -> None:
             pass
 
 
-def load_nifti(path, *, is_label: bool = False, squeeze: bool = True) -> Volume:
+def load_nifti(path, *, is_label: bool = False, squeeze: bool = True, num_classes: int | None = None) -> Volume:
     """Load a NIfTI file (``.nii``/``.nii.gz``, NIfTI-1 or NIfTI-2) with its affine and spacing.
 
     Args:
@@ -113,15 +164,19 @@ def load_nifti(path, *, is_label: bool = False, squeeze: bool = True) -> Volume:
         is_label: return an int32 label map (and check that every value is an integer) instead of
             a float32 image (checked for NaN and infinity).
         squeeze: drop trailing singleton axes beyond the third (e.g. ``(X, Y, Z, 1)``).
+        num_classes: with ``is_label``, the labels must lie in ``0 .. num_classes - 1``
+            (see :func:`check_label_values`).
 
     Returns:
         :class:`Volume` with the array in the file's voxel order.
 
     Raises:
-        DataError: the file is missing, corrupt or truncated, or holds non-integer labels or
-            non-finite intensities.
+        DataError: the file is missing, unreadable (permissions), corrupt or truncated, or holds
+            non-integer or out-of-range labels or non-finite intensities.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a NIfTI file.")
     if not path.is_file():
         raise DataError(f"{path}: file not found.")
     _check_suffix(path)
@@ -132,6 +187,8 @@ def load_nifti(path, *, is_label: bool = False, squeeze: bool = True) -> Volume:
         # Reading the data is where a truncated .nii.gz fails, so it sits inside the try.
         data = np.asanyarray(image.dataobj)
         affine = np.asarray(image.affine, dtype=np.float64)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied (the file exists but cannot be read by this user).") from None
     except _READ_ERRORS as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"{path}: cannot read NIfTI data, the file is corrupt or truncated ({reason}).") from None
@@ -139,6 +196,8 @@ def load_nifti(path, *, is_label: bool = False, squeeze: bool = True) -> Volume:
         data = data[..., 0]
     if is_label:
         array = _as_label_array(data, path)
+        if num_classes is not None:
+            check_label_values(array, num_classes, path)
     else:
         array = np.asarray(data, dtype=np.float32)
         if not np.all(np.isfinite(array)):
@@ -163,6 +222,30 @@ def _as_label_array(data: np.ndarray, path: Path | None) -> np.ndarray:
             "class labels. Was an image saved as the label, or the label resampled with interpolation?"
         )
     return rounded.astype(np.int32)
+
+
+def check_label_values(labels: np.ndarray, num_classes: int, path=None) -> None:
+    """Refuse a label map with values outside ``0 .. num_classes - 1``.
+
+    A mask with label 7 (another data set's convention) or -1 (an "ignore" value) would otherwise
+    train silently: one-hot encoding turns such voxels into all-zero rows.
+
+    Args:
+        labels: integer label map, any shape.
+        num_classes: number of classes including background 0.
+        path: the file, named in the message.
+
+    Raises:
+        DataError: naming the file, the values found and the range expected.
+    """
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        found = np.unique(labels)
+        bad = found[(found < 0) | (found >= num_classes)]
+        raise DataError(
+            f"{path if path is not None else 'label map'}: label values {bad.tolist()[:8]} are outside "
+            f"0..{num_classes - 1} ({num_classes} classes); values found: {found.tolist()[:12]}."
+        )
 
 
 def save_nifti(array, affine, path, *, nifti2: bool = False, dtype=None) -> Path:
@@ -255,6 +338,7 @@ def load_image_label_pair(
     *,
     canonical: bool = True,
     affine_tol: float = 1e-3,
+    num_classes: int | None = None,
 ) -> tuple[Volume, Volume]:
     """Load an image and its label map and check that they describe the same voxels.
 
@@ -263,16 +347,17 @@ def load_image_label_pair(
         label_path: label NIfTI file (integer class per voxel).
         canonical: reorient both to RAS+ (:func:`to_canonical`).
         affine_tol: largest allowed absolute difference (mm) between the two affines.
+        num_classes: if given, labels must lie in ``0 .. num_classes - 1``.
 
     Returns:
         ``(image, label)`` volumes: float32 image, int32 label.
 
     Raises:
         DataError: either file missing or corrupt, shapes differ, affines differ, labels are not
-            integers, or the image holds NaN/infinity.
+            integers (or outside ``0 .. num_classes - 1``), or the image holds NaN/infinity.
     """
     image = load_nifti(image_path)
-    label = load_nifti(label_path, is_label=True)
+    label = load_nifti(label_path, is_label=True, num_classes=num_classes)
     if image.array.shape[:3] != label.array.shape[:3]:
         raise DataError(
             f"{label.path}: label shape {label.array.shape} does not match image {image.path} shape {image.array.shape}."

@@ -3,7 +3,7 @@
 Three layouts the course's real data comes in:
 
 - **a folder of image/label pairs** named by a pattern, e.g. ``case000_img.nii.gz`` +
-  ``case000_mask.nii.gz`` (:func:`folder_cases`, which is :func:`data_utils.datasets.find_cases`),
+  ``case000_mask.nii.gz`` (:func:`data_utils.datasets.find_cases`),
   or two folders with the same file names, ``images/x.nii.gz`` + ``labels/x.nii.gz`` (:func:`paired_folder_cases`);
 - **the Medical Segmentation Decathlon** (:func:`read_decathlon`): ``dataset.json``, ``imagesTr/``,
   ``labelsTr/``, ``imagesTs/``; multi-modal tasks store 4D images (e.g. prostate: T2 and ADC), so
@@ -46,11 +46,6 @@ DECATHLON_JSON = "dataset.json"
 # --------------------------------------------------------------------------------------------
 # Folders
 # --------------------------------------------------------------------------------------------
-
-
-def folder_cases(folder, image_suffix: str = "_img", label_suffix: str = "_mask", require_labels: bool = True) -> list[Case]:
-    """Image/label pairs in one folder by name pattern (``<case><image_suffix>.nii.gz``); see :func:`data_utils.datasets.find_cases`."""
-    return find_cases(folder, image_suffix=image_suffix, label_suffix=label_suffix, require_labels=require_labels)
 
 
 def _strip_suffixes(name: str) -> str:
@@ -188,6 +183,7 @@ def load_decathlon_cases(
     modalities: dict[int, str] | None = None,
     normalize: str | None = "zscore",
     canonical: bool = True,
+    num_classes: int | None = None,
 ) -> list[dict]:
     """Load Decathlon cases like :func:`data_utils.datasets.load_cases`, picking one modality of 4D images.
 
@@ -198,6 +194,8 @@ def load_decathlon_cases(
         modalities: channel index -> name map, for ``modality`` given by name.
         normalize: ``"zscore"``, ``"zscore_nonzero"`` or None, as in ``load_cases``.
         canonical: reorient to RAS+ first.
+        num_classes: if given, labels must lie in ``0 .. num_classes - 1`` (e.g.
+            ``len(task.labels)``); others stop with the file and the values found.
 
     Returns:
         List of dicts: ``image`` float32 ``(D, H, W)``, ``label`` int32 ``(D, H, W)`` (when labelled),
@@ -212,7 +210,8 @@ def load_decathlon_cases(
     volumes = []
     for case in cases:
         if case.label_path is not None:
-            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=False)
+            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=False,
+                                                    num_classes=num_classes)
         else:
             image, label = io.load_nifti(case.image_path), None
         array = image.array

@@ -5,8 +5,8 @@ Two kinds of function, named so you can tell them apart:
 **NumPy, for whole volumes, offline** (before the data enters ``tf.data``; arrays are
 unbatched, spatial axes first, e.g. ``(D, H, W)``):
 
-- :func:`reorient_to_ras` (a ``data_utils.io.Volume`` -> RAS+), :func:`resample_to_spacing`
-  (linear for images, nearest for labels), :func:`resize`
+- :func:`resample_to_spacing` (linear for images, nearest for labels), :func:`resize`
+  (reorientation to RAS+ is ``data_utils.io.to_canonical``)
 - :func:`zscore` (optionally over non-zero voxels only), :func:`percentile_scale`,
   :func:`window_ct` (Hounsfield units, presets in :data:`CT_WINDOWS`)
 - :func:`foreground_bbox`, :func:`crop_to_foreground` (with a margin), :func:`pad_or_crop` (centred)
@@ -14,24 +14,22 @@ unbatched, spatial axes first, e.g. ``(D, H, W)``):
 **TensorFlow graph ops, per batch inside ``tf.data`` or a model** (suffix ``_tf``; batched,
 channels-last ``(B, H, W, C)`` or ``(B, D, H, W, C)``; statistics per sample and channel):
 
-- :func:`zscore_tf`, :func:`percentile_scale_tf`, :func:`window_ct_tf`, :func:`pad_or_crop_tf`,
-  :func:`resize_tf`
+- :func:`zscore_tf`, :func:`percentile_scale_tf`, :func:`window_ct_tf`, :func:`pad_or_crop_tf`
+  (resampling of batches is ``data_utils.spatial``, the one resampler of tensors)
 
 The two agree: each ``_tf`` op gives the NumPy function's result on every sample (tested).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from scipy import ndimage
 
-from data_utils import io  # noqa: E402
+from data_utils import io
 
 # (centre, width) in Hounsfield units of common CT display windows.
 CT_WINDOWS = {
@@ -48,11 +46,6 @@ CT_WINDOWS = {
 # --------------------------------------------------------------------------------------------
 # NumPy: whole volumes
 # --------------------------------------------------------------------------------------------
-
-
-def reorient_to_ras(volume: io.Volume) -> io.Volume:
-    """Reorient a :class:`data_utils.io.Volume` to RAS+ (flips and permutations only)."""
-    return io.to_canonical(volume)
 
 
 def resample_to_spacing(
@@ -94,7 +87,7 @@ def resize(array: np.ndarray, shape: Sequence[int], *, is_label: bool = False) -
     """Resize an unbatched array to exactly ``shape`` (linear, or nearest for labels).
 
     Uses pixel-edge alignment (``grid_mode=True``), the same convention as ``tf.image.resize``
-    with half-pixel centres, so :func:`resize_tf` matches it.
+    with half-pixel centres.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != array.ndim:
@@ -361,37 +354,3 @@ def pad_or_crop_tf(x, shape: Sequence[int], value: float = 0.0) -> tf.Tensor:
     out = tf.slice(x, tf.stack(begin), tf.stack(size))
     out = tf.pad(out, tf.stack(paddings), constant_values=tf.cast(value, x.dtype))
     return tf.ensure_shape(out, [x.shape[0], *shape, x.shape[-1]])
-
-
-def resize_tf(x, shape: Sequence[int], *, is_label: bool = False) -> tf.Tensor:
-    """Resize the spatial axes of a batch: bilinear/trilinear, or nearest for labels (graph op).
-
-    3D is done as a 2D resize of each slice followed by a resize along depth (separable, so the
-    result is trilinear). Matches :func:`resize`.
-
-    Args:
-        x: ``(B, H, W, C)`` or ``(B, D, H, W, C)``.
-        shape: target ``(H, W)`` or ``(D, H, W)``.
-        is_label: nearest neighbour, keeps the dtype.
-
-    Returns:
-        ``(B, *shape, C)``; float32 for images, input dtype for labels.
-    """
-    x = tf.convert_to_tensor(x)
-    axes = _spatial_axes(x)
-    if len(shape) != len(axes):
-        raise ValueError(f"`shape` {tuple(shape)} must have {len(axes)} sizes for input of shape {x.shape}.")
-    method = "nearest" if is_label else "bilinear"
-    dtype = x.dtype
-    work = tf.cast(x, tf.float32)
-    if len(axes) == 2:
-        out = tf.image.resize(work, shape, method=method)
-    else:
-        d, h, w = (int(s) for s in shape)
-        b, d0, c = tf.shape(work)[0], tf.shape(work)[1], work.shape[-1]
-        plane = tf.reshape(work, tf.concat([[b * d0], tf.shape(work)[2:]], 0))
-        plane = tf.image.resize(plane, (h, w), method=method)  # (B*D0, h, w, C)
-        depth = tf.reshape(plane, [b, d0, h * w, c])
-        depth = tf.image.resize(depth, (d, h * w), method=method)
-        out = tf.reshape(depth, [b, d, h, w, c])
-    return tf.cast(tf.round(out), dtype) if is_label else out

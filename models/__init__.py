@@ -10,28 +10,26 @@ Use the registry to build a model by name::
 Importing this package imports every model module, which registers its builders.
 """
 
-import os
+import data_utils  # noqa: F401  (the kit's TensorFlow settings, before TensorFlow is imported)
 
-# oneDNN kernels roughly double conv-net throughput on AVX2 CPUs (see README, "Speed"); TensorFlow
-# reads this variable once, at import, so it is set before anything imports TensorFlow.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-from models.registry import ModelSpec, get, get_spec, list_models, register, summary_table  # noqa: E402
+from models.registry import ModelSpec, get, get_spec, list_models, register, summary_table
 
 # Model modules register themselves on import. Keep this list in reading order of the course.
-from models import mlp  # noqa: E402,F401
-from models import classic  # noqa: E402,F401
-from models import unet  # noqa: E402,F401
-from models import resnet  # noqa: E402,F401
-from models import densenet  # noqa: E402,F401
-from models import inception  # noqa: E402,F401
-from models import pointnet  # noqa: E402,F401
-from models import recurrent  # noqa: E402,F401
-from models import attention  # noqa: E402,F401
-from models import vit  # noqa: E402,F401
-from models import autoencoder  # noqa: E402,F401
-from models import gan  # noqa: E402,F401
-from models import diffusion  # noqa: E402,F401
-from models import registration  # noqa: E402,F401
+from models import mlp  # noqa: F401
+from models import classic  # noqa: F401
+from models import unet  # noqa: F401
+from models import resnet  # noqa: F401
+from models import densenet  # noqa: F401
+from models import inception  # noqa: F401
+from models import pointnet  # noqa: F401
+from models import recurrent  # noqa: F401
+from models import attention  # noqa: F401
+from models import vit  # noqa: F401
+from models import autoencoder  # noqa: F401
+from models import gan  # noqa: F401
+from models import diffusion  # noqa: F401
+from models import registration  # noqa: F401
+from models import multistream  # noqa: F401
+from models import upsampling  # noqa: F401
 
 __all__ = ["ModelSpec", "get", "get_spec", "list_models", "register", "summary_table"]

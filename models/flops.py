@@ -21,22 +21,50 @@ _CONV_TYPES = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
 _CONV_T_TYPES = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
 
 
+def conv_flops(
+    out_positions: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_volume: int,
+    groups: int = 1,
+) -> int:
+    """FLOPs of one convolution (plain or transposed) or dense layer for one sample.
+
+    The one formula behind :func:`count_flops`, kept public so a benchmark can apply exactly the
+    same count to another framework's layers (e.g. PyTorch modules seen through forward hooks).
+
+    Args:
+        out_positions: positions at which a kernel is applied: the output voxels of a plain
+            convolution, the *input* voxels of a transposed one (each scatters a kernel-sized
+            patch), the rows of a dense layer.
+        in_channels: input channels (features of a dense layer).
+        out_channels: filters (units of a dense layer).
+        kernel_volume: product of the kernel size (1 for a dense layer).
+        groups: channel groups of a grouped convolution.
+
+    Returns:
+        FLOPs (1 multiply-add = 2 FLOPs).
+    """
+    return 2 * out_positions * out_channels * kernel_volume * in_channels // groups
+
+
 def _layer_forward_flops(layer: keras.layers.Layer) -> int:
     """FLOPs of one call of ``layer`` (batch size 1), from its built input/output shapes."""
     if isinstance(layer, _CONV_T_TYPES):
-        # Each input voxel scatters a kernel-sized patch into every output channel.
         in_shape = layer.input.shape
-        kernel_volume = math.prod(layer.kernel_size)
-        return 2 * math.prod(in_shape[1:-1]) * in_shape[-1] * kernel_volume * layer.filters
+        return conv_flops(math.prod(in_shape[1:-1]), in_shape[-1], layer.filters, math.prod(layer.kernel_size))
     if isinstance(layer, _CONV_TYPES):
-        out_shape = layer.output.shape
-        in_channels = layer.input.shape[-1]
-        kernel_volume = math.prod(layer.kernel_size)
-        return 2 * math.prod(out_shape[1:-1]) * layer.filters * kernel_volume * in_channels // layer.groups
+        return conv_flops(
+            math.prod(layer.output.shape[1:-1]),
+            layer.input.shape[-1],
+            layer.filters,
+            math.prod(layer.kernel_size),
+            layer.groups,
+        )
     if isinstance(layer, layers.Dense):
         in_shape = layer.input.shape
         positions = math.prod(in_shape[1:-1]) if len(in_shape) > 2 else 1
-        return 2 * positions * in_shape[-1] * layer.units
+        return conv_flops(positions, in_shape[-1], layer.units, 1)
     return 0
 
 

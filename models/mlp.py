@@ -7,8 +7,8 @@ dropout: Srivastava et al., JMLR 2014.
 Example::
 
     import models
-    clf = models.get("mlp", input_shape=(30,), num_outputs=2)                       # classification
-    reg = models.get("mlp", input_shape=(8,), num_outputs=1, task="regression")     # regression
+    clf = models.get("mlp", input_shape=(30,), num_classes=2)                        # classification
+    reg = models.get("mlp", input_shape=(8,), num_classes=1, task="regression")     # regression
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ TASKS = {"classification": "softmax", "binary": "sigmoid", "regression": None}
     family="MLP",
     topic="MLP and back-propagation",
     ranks=(0,),
-    defaults=dict(input_shape=(784,), num_outputs=10, widths=(256, 128)),
-    example=dict(input_shape=(12,), num_outputs=3, widths=(8,)),
+    defaults=dict(input_shape=(784,), num_classes=10, widths=(256, 128)),
+    example=dict(input_shape=(12,), num_classes=3, widths=(8,)),
 )
 def mlp(
     input_shape: Sequence[int | None] | int,
-    num_outputs: int,
+    num_classes: int,
     widths: Sequence[int] | None = None,
     *,
     width: int = 64,
@@ -50,7 +50,8 @@ def mlp(
     Args:
         input_shape: ``(F,)`` features per sample (an int is accepted). Images must be flattened
             first (or use a CNN).
-        num_outputs: classes (``task="classification"``), 1 for ``"binary"``, or regression targets.
+        num_classes: classes (``task="classification"``), 1 for ``"binary"``, or the number of
+            regression targets (the name every model builder of the zoo uses for its outputs).
         widths: hidden layer widths, e.g. ``(256, 128)``; when ``None``, ``depth`` layers of ``width``.
         width, depth: used when ``widths`` is ``None`` (``depth=0`` gives logistic/linear regression).
         activation: hidden activation (``"relu"``, ``"tanh"``, ``"gelu"``, ...).
@@ -61,7 +62,7 @@ def mlp(
         name: model name.
 
     Returns:
-        ``keras.Model`` mapping ``(B, F)`` to ``(B, num_outputs)`` float32.
+        ``keras.Model`` mapping ``(B, F)`` to ``(B, num_classes)`` float32.
     """
     if isinstance(input_shape, int):
         input_shape = (input_shape,)
@@ -86,5 +87,5 @@ def mlp(
         x = layers.Activation(activation, name=f"dense{i + 1}_act")(x)
         if dropout:
             x = layers.Dropout(dropout, name=f"dense{i + 1}_dropout")(x)
-    outputs = classifier_head(x, num_outputs, activation=TASKS[task], pooling=None)
+    outputs = classifier_head(x, num_classes, activation=TASKS[task], pooling=None)
     return keras.Model(inputs, outputs, name=name)

@@ -1,14 +1,10 @@
 """Shared pytest fixtures: fixed seeds, quiet TensorFlow, and a fresh Keras session per test."""
 
-import os
-
-# Set before TensorFlow is imported anywhere (the library packages set the same defaults).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+# The kit's TensorFlow settings, before TensorFlow is imported anywhere.
+import data_utils  # noqa: F401, I001
+import keras
+import numpy as np
+import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,4 @@ Trainers (custom ``train_step`` models), the explicit distributed loop, callback
 live in their own modules of this package.
 """
 
-import os
-
-# oneDNN kernels roughly double conv-net throughput on AVX2 CPUs (see README, "Speed"); TensorFlow
-# reads this variable once, at import, so it is set before anything imports TensorFlow.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+import data_utils  # noqa: F401  (the kit's TensorFlow settings, before TensorFlow is imported)

@@ -1,5 +1,8 @@
 """Callbacks that make long runs safe: atomic checkpoints with resume, a NaN stop, a CSV log, loss curves.
 
+Files are written with ``data_utils.io``'s atomic writers; each callback below says in one line why
+it is kept instead of its Keras counterpart.
+
 They work with ``model.fit(...)`` and with the explicit loop ``training.loop.train(...)`` alike::
 
     callbacks = [
@@ -34,62 +37,14 @@ import time
 import keras
 import numpy as np
 
-from data_utils.io import atomic_write
+from data_utils.io import atomic_save_weights, atomic_write, atomic_write_text
+from training.trainer_base import build_optimizers
 from training.distribute import is_chief
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic file writing
+# Weight checks
 # --------------------------------------------------------------------------------------------
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half of it.
-
-    Args:
-        path: destination file; its folder is created if missing.
-        text: the whole new content.
-    """
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, write)
-
-
-def atomic_save_weights(model: keras.Model, path: str) -> None:
-    """``model.save_weights(path)`` through a temporary file and ``os.replace``.
-
-    Keras 3 weight files hold every variable the model tracks, optimiser state included.
-
-    Args:
-        model: a built ``keras.Model``.
-        path: destination ending in ``.weights.h5``.
-    """
-    if not path.endswith(".weights.h5"):
-        raise ValueError(f"weights path must end with '.weights.h5' (Keras 3 rule); got {path!r}")
-    atomic_write(path, model.save_weights, ".weights.h5")
-
-
-# --------------------------------------------------------------------------------------------
-# Optimisers and weight checks
-# --------------------------------------------------------------------------------------------
-def build_optimizers(model: keras.Model) -> None:
-    """Create every optimiser variable of ``model`` now (needed before loading or training under a strategy).
-
-    Uses the trainer's own ``build_optimizers()`` when it has one (the kit's trainers do), otherwise
-    builds ``model.optimizer`` on ``model.trainable_variables``.
-    """
-    if hasattr(model, "build_optimizers") and callable(model.build_optimizers):
-        model.build_optimizers()
-        return
-    optimizer = getattr(model, "optimizer", None)
-    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
-        with model.distribute_strategy.scope():
-            optimizer.build(model.trainable_variables)
-
-
 def weights_are_finite(model: keras.Model) -> bool:
     """True if no trainable or non-trainable weight of ``model`` holds a NaN or an infinity."""
     for weight in model.weights:
@@ -155,7 +110,7 @@ class CheckpointStore:
             )
         return record
 
-    def save(self, model: keras.Model, epoch: int, logs: dict | None = None) -> bool:
+    def save(self, model: keras.Model, epoch: int, logs: dict | None = None, extra: dict | None = None) -> bool:
         """Save ``model`` (and its optimisers) as the state after ``epoch`` completed epochs.
 
         Refuses to save NaN/inf weights or a NaN/inf loss, so the last good checkpoint survives.
@@ -164,16 +119,16 @@ class CheckpointStore:
             model: a built model.
             epoch: number of completed epochs (training resumes at this epoch index).
             logs: the epoch's logs, stored in the index for reference.
+            extra: further JSON-friendly entries for the index (moved into place with it).
 
         Returns:
             True if written, False if refused because something was not finite.
         """
         if not _finite_logs(logs) or not weights_are_finite(model):
-            print(
-                f"[checkpoint] not saving epoch {epoch}: non-finite loss or weights; "
-                f"keeping {self.index_path}",
-                file=sys.stderr,
-            )
+            kept = self.latest() if os.path.exists(self.index_path) else None
+            what = (f"the last good checkpoint (epoch {kept['epoch']}) stays in {self.directory}" if kept
+                    else "no earlier checkpoint exists")
+            print(f"[checkpoint] not saving epoch {epoch}: non-finite loss or weights; {what}", file=sys.stderr)
             return False
         name = f"epoch-{int(epoch):04d}.weights.h5"
         atomic_save_weights(model, os.path.join(self.directory, name))
@@ -182,6 +137,7 @@ class CheckpointStore:
             "weights": name,
             "logs": {k: float(v) for k, v in (logs or {}).items() if _is_number(v)},
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **(extra or {}),
         }
         # The index moves last: until it does, the previous pair (index, weights) is the valid one.
         atomic_write_text(self.index_path, json.dumps(record, indent=2))
@@ -211,6 +167,9 @@ class CheckpointStore:
             n for n in os.listdir(self.directory) if n.startswith("epoch-") and n.endswith(".weights.h5")
         )
         old = [n for n in names if n != keep_name][: max(0, len(names) - self.keep)]
+        # Best-epoch weights other than the one the index names are from epochs no longer best.
+        best = (self.latest() or {}).get("best", {}).get("weights")
+        old += [n for n in os.listdir(self.directory) if n.startswith("best-") and n != best]
         for name in old:
             os.remove(os.path.join(self.directory, name))
 
@@ -234,28 +193,66 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     ``reshuffle_each_iteration`` gives epoch k+1 the order of a fresh run's first epoch, so a
     resumed run matches an uninterrupted one exactly only when the order does not depend on the epoch.
 
+    With ``monitor`` it also keeps the weights of the best epoch so far (lowest ``val_loss``, say)
+    as ``best-epoch-NNNN.weights.h5``, named in the same index: what ``ModelCheckpoint(save_best_only=True)``
+    does, but written atomically and remembered across a resume (a fresh ``ModelCheckpoint`` would
+    forget the best value and overwrite the file with the first resumed epoch).
+
     Args:
         directory: folder for the checkpoints (see :class:`CheckpointStore`).
         keep: number of weight files kept.
         verbose: print a line when resuming.
+        monitor: a log key (``"val_loss"``) whose best epoch is kept; ``None`` keeps none.
+        mode: ``"min"`` or ``"max"``: which direction of ``monitor`` is better.
+
+    Attributes:
+        best: ``None`` or ``{"monitor", "value", "epoch", "weights"}`` of the best epoch so far.
     """
 
-    def __init__(self, directory: str, keep: int = 2, verbose: bool = True):
+    def __init__(self, directory: str, keep: int = 2, verbose: bool = True, monitor: str | None = None,
+                 mode: str = "min"):
         super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"ResumableCheckpoint: mode must be 'min' or 'max'; got {mode!r}")
         self.store = CheckpointStore(directory, keep=keep)
         self.verbose = verbose
+        self.monitor, self.mode = monitor, mode
         self.resumed_from = 0
+        self.best: dict | None = None
+
+    @property
+    def best_weights_path(self) -> str | None:
+        """The weight file of the best epoch so far (``None`` without ``monitor`` or before one)."""
+        return os.path.join(self.store.directory, self.best["weights"]) if self.best else None
 
     def on_train_begin(self, logs=None):
         self.resumed_from = self.store.restore(self.model)
+        record = self.store.latest() if self.resumed_from else None
+        self.best = (record or {}).get("best")
         if self.resumed_from:
             self.model._initial_epoch = self.resumed_from
             if self.verbose:
                 print(f"[checkpoint] resuming after epoch {self.resumed_from} from {self.store.directory}")
 
+    def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        return value < self.best["value"] if self.mode == "min" else value > self.best["value"]
+
     def on_epoch_end(self, epoch, logs=None):
-        if _is_chief(self.model):
-            self.store.save(self.model, epoch + 1, logs)
+        if not _is_chief(self.model):
+            return
+        best = self.best
+        value = (logs or {}).get(self.monitor) if self.monitor else None
+        if value is not None and _is_number(value) and self._improved(float(value)) and weights_are_finite(self.model):
+            best = {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1,
+                    "weights": f"best-epoch-{epoch + 1:04d}.weights.h5"}
+            # Written before the index that names it, so the index never points at a missing file.
+            atomic_save_weights(self.model, os.path.join(self.store.directory, best["weights"]))
+        if self.store.save(self.model, epoch + 1, logs, extra={"best": best} if best else None):
+            self.best = best
 
     def on_train_end(self, logs=None):
         # fit() keeps reading _initial_epoch on later calls; do not leak the resume point into them.
@@ -264,6 +261,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
 class StopOnNaN(keras.callbacks.Callback):
     """Stop training at the first NaN/inf loss, naming the epoch and batch where it happened.
+
+    Kept instead of ``keras.callbacks.TerminateOnNaN``, which watches only ``logs["loss"]`` (not a
+    trainer's ``d_loss``/``g_loss``) and leaves no record of where and why it stopped.
 
     Put it first in the callback list. Checkpoints are not overwritten afterwards: the
     :class:`CheckpointStore` refuses non-finite losses and weights.
@@ -295,10 +295,11 @@ class StopOnNaN(keras.callbacks.Callback):
                 continue
             if not math.isfinite(value):
                 self.stopped_at = (self._epoch + 1, batch + 1)
+                # What happens to checkpoints is the checkpoint's business (it refuses this
+                # epoch and says what it keeps); this message states only what is known here.
                 self.message = (
                     f"Non-finite {name} = {value} at epoch {self._epoch + 1}, batch {batch + 1}; "
-                    "training stopped, the last good checkpoint is kept. Try a lower learning rate, "
-                    "gradient clipping, or check the data for NaN."
+                    "training stopped. Try a lower learning rate, gradient clipping, or check the data for NaN."
                 )
                 print(f"[StopOnNaN] {self.message}", file=sys.stderr)
                 self.model.stop_training = True
@@ -326,6 +327,9 @@ def read_history_csv(path: str) -> dict[str, list[float]]:
 
 class AtomicCSVLogger(keras.callbacks.Callback):
     """Write the epoch logs to a CSV file, rewriting it atomically after every epoch.
+
+    Kept instead of ``keras.callbacks.CSVLogger``, which appends in place (a kill leaves half a row)
+    and, resumed with ``append=True``, writes the epochs after the checkpoint a second time.
 
     On resume, rows for epochs after the resumed epoch are replaced, so the file never holds the
     same epoch twice (list it after :class:`ResumableCheckpoint`, which sets the resumed epoch).
@@ -361,13 +365,15 @@ class AtomicCSVLogger(keras.callbacks.Callback):
         atomic_write_text(self.path, buffer.getvalue())
 
 
-def plot_history(history_csv: str, out_png: str, title: str | None = None) -> str:
+def plot_history(history_csv: str, out_png: str, title: str | None = None, keys=None) -> str:
     """Save the curves of a history CSV as a PNG: one panel per quantity, training and ``val_`` together.
 
     Args:
         history_csv: a file written by :class:`AtomicCSVLogger` (or any CSV with an ``epoch`` column).
         out_png: where to write the figure (written atomically).
         title: figure title; default the CSV's folder name.
+        keys: the quantities to draw (without ``val_``), e.g. ``("loss", "dice")``; default all.
+            Names missing from the CSV are skipped.
 
     Returns:
         ``out_png``.
@@ -381,6 +387,8 @@ def plot_history(history_csv: str, out_png: str, title: str | None = None) -> st
     epochs = columns.pop("epoch")
     names = sorted({k[4:] if k.startswith("val_") else k for k in columns})
     names.sort(key=lambda n: (0 if n == "loss" else 1 if "loss" in n else 2, n))
+    if keys is not None:
+        names = [n for n in keys if n in names]
     if not names:
         raise ValueError(f"{history_csv}: no columns to plot besides 'epoch'")
     ncols = min(3, len(names))
@@ -414,16 +422,23 @@ class LossCurvePlotter(keras.callbacks.Callback):
         history_csv: the CSV written by :class:`AtomicCSVLogger`.
         out_png: the figure to (re)write.
         every: redraw every this many epochs (the last epoch is always drawn).
+        title: figure title (default: the CSV's folder name; pass the run's name when that
+            folder is a temporary one).
+        keys: quantities to draw (see :func:`plot_history`).
     """
 
-    def __init__(self, history_csv: str, out_png: str, every: int = 1):
+    def __init__(self, history_csv: str, out_png: str, every: int = 1, title: str | None = None, keys=None):
         super().__init__()
         self.history_csv, self.out_png, self.every = str(history_csv), str(out_png), max(1, int(every))
+        self.title, self.keys = title, None if keys is None else tuple(keys)
+
+    def _draw(self) -> None:
+        plot_history(self.history_csv, self.out_png, title=self.title, keys=self.keys)
 
     def on_epoch_end(self, epoch, logs=None):
         if _is_chief(self.model) and (epoch + 1) % self.every == 0 and os.path.exists(self.history_csv):
-            plot_history(self.history_csv, self.out_png)
+            self._draw()
 
     def on_train_end(self, logs=None):
         if _is_chief(self.model) and os.path.exists(self.history_csv):
-            plot_history(self.history_csv, self.out_png)
+            self._draw()

@@ -45,8 +45,8 @@ class ConfigError(ValueError):
 
 
 def field(default: Any, help: str, *, choices: Sequence[Any] | None = None,  # noqa: A002
-          registry: str | None = None) -> Any:
-    """A dataclass field with a help text (and optional allowed values) for the command line.
+          registry: str | None = None, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A dataclass field with a help text (and optional allowed values or bounds) for the command line.
 
     Args:
         default: default value; lists/dicts are copied per instance.
@@ -55,13 +55,17 @@ def field(default: Any, help: str, *, choices: Sequence[Any] | None = None,  # n
         registry: instead of ``choices``, a category of ``data_utils.registry.REGISTRY``
             (``"model"``, ``"loss"``, ``"augmentation"``, ``"optimizer"``): the allowed values are
             its registered names, looked up when first needed (so defining the config stays cheap).
+        minimum, maximum: inclusive bounds of a number (of every element of a list/tuple field),
+            checked where the value is parsed, so ``--steps-per-epoch -5`` stops with one line
+            naming the setting instead of failing later inside training.
 
     Returns:
         A ``dataclasses.field`` carrying the metadata.
     """
     if choices is not None and registry is not None:
         raise ValueError("give a field `choices` or a `registry` category, not both")
-    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "registry": registry}
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "registry": registry,
+                "minimum": minimum, "maximum": maximum}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -152,15 +156,22 @@ def field_choices(f: dataclasses.Field) -> tuple[Any, ...] | None:
 
 
 def _check_choices(f: dataclasses.Field, value: Any, where: str) -> None:
-    choices = field_choices(f)
-    if choices is None or value is None:
+    """Refuse a value outside the field's choices (or registry names) or ``minimum`` / ``maximum``."""
+    if value is None:
         return
     values = value if isinstance(value, (list, tuple)) else [value]
+    choices = field_choices(f)
+    low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
     for v in values:
-        if v not in choices:
+        if choices is not None and v not in choices:
             raise ConfigError(
                 f"{where}{f.name}: {v!r} is not one of {', '.join(map(str, choices))}"
             )
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if v != v or (low is not None and v < low) or (high is not None and v > high):
+                bounds = " and ".join(b for b in (f">= {low}" if low is not None else "",
+                                                  f"<= {high}" if high is not None else "") if b)
+                raise ConfigError(f"{where}{f.name}: must be {bounds or 'a number'}, got {v!r}")
 
 
 # ----------------------------------------------------------------------------- dict <-> dataclass
@@ -330,12 +341,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(_option_name(f.name), **kwargs)
 
 
-def config_from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
-    """Resolve a config from parsed arguments: defaults, then ``--config`` file, then options.
+def config_from_namespace(cls: type[T], namespace: argparse.Namespace, *,
+                          presets: Sequence[tuple[str, dict[str, Any]]] = ()) -> T:
+    """Resolve a config from parsed arguments: defaults, ``--config`` file, presets, then options.
 
     Args:
         cls: the config dataclass.
         namespace: result of ``parser.parse_args`` on a parser extended by :func:`add_arguments`.
+        presets: ``(name, values)`` layers applied after the file and before the typed options,
+            e.g. ``[("--quick", QUICK)]`` when the user asked for a smoke test (``name`` is used in
+            error messages).
 
     Returns:
         A ``cls`` instance.
@@ -347,6 +362,8 @@ def config_from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
     config_file = getattr(namespace, "config", None)
     if config_file:
         base = load_config(cls, config_file)
+    for name, values in presets:
+        base = from_dict(cls, values, source=name, base=base)
     names = {f.name for f in dataclasses.fields(cls)}
     overrides = {k: v for k, v in vars(namespace).items() if k in names}
     return from_dict(cls, overrides, source="command line", base=base)
@@ -358,6 +375,7 @@ def parse_args(
     *,
     description: str | None = None,
     parser: argparse.ArgumentParser | None = None,
+    presets: dict | None = None,
 ) -> T:
     """Parse the command line into a ``cls`` instance (see :func:`add_arguments` for the options).
 
@@ -367,17 +385,24 @@ def parse_args(
         cls: the config dataclass.
         argv: arguments (default: ``sys.argv[1:]``).
         description: text for ``--help``.
-        parser: an existing parser to extend (e.g. one that already has ``--quick``).
+        parser: an existing parser to extend.
+        presets: ``{flag: {field: value}}``: each becomes a ``--flag`` option that applies its values
+            (e.g. ``{"quick": QUICK}`` for ``--quick``); see :func:`config_from_namespace`.
 
     Returns:
         A ``cls`` instance.
     """
     if parser is None:
         parser = argparse.ArgumentParser(description=description)
+    for flag in presets or {}:
+        parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, action="store_true",
+                            help=f"apply the {flag} preset: {', '.join(f'{k}={v}' for k, v in presets[flag].items())}")
     add_arguments(parser, cls)
     namespace = parser.parse_args(argv)
     try:
-        return config_from_namespace(cls, namespace)
+        layers = [(f"--{flag.replace('_', '-')}", values) for flag, values in (presets or {}).items()
+                  if getattr(namespace, flag, False)]
+        return config_from_namespace(cls, namespace, presets=layers)
     except ConfigError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits

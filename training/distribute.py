@@ -19,7 +19,7 @@ reduction (``"sum_over_batch_size"``) called inside a replica returns ``local_me
 So in a custom ``train_step``:
 
 - loss from a ``keras.losses`` object (``keras.losses.BinaryCrossentropy()(y, p)``): already scaled;
-  take gradients of it directly, and report ``unscale_for_replicas(loss)`` as the metric;
+  take gradients of it directly, and report ``loss * num_replicas()`` as the metric;
 - loss you reduced yourself (``keras.ops.mean(...)``): scale it with ``scale_for_replicas(loss)``
   before taking gradients (or build it with ``compute_average_loss`` from per-sample values);
 - ``sum(model.losses)`` (weight penalties): ``scale_for_replicas`` too (``tf.nn.scale_regularization_loss``).
@@ -33,9 +33,7 @@ import json
 import os
 import socket
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,13 +222,6 @@ def scale_for_replicas(loss):
     n = num_replicas()
     loss = tf.convert_to_tensor(loss)
     return loss if n == 1 else loss * tf.cast(1.0 / n, loss.dtype)
-
-
-def unscale_for_replicas(loss):
-    """Undo ``scale_for_replicas`` (``loss * num_replicas``): the value to show in logs and metrics."""
-    n = num_replicas()
-    loss = tf.convert_to_tensor(loss)
-    return loss if n == 1 else loss * tf.cast(n, loss.dtype)
 
 
 def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from training.callbacks import build_optimizers
 from training.distribute import compute_average_loss, is_chief, scale_for_replicas, shard_by_data
+from training.trainer_base import build_optimizers
 
 
 def _split_batch(batch):

@@ -32,6 +32,8 @@ import numpy as np
 from keras import ops
 from scipy import ndimage
 
+from training.losses.core import to_one_hot
+
 # ----------------------------------------------------------------------------------------------
 # Overlap
 # ----------------------------------------------------------------------------------------------
@@ -160,6 +162,97 @@ def roc_auc(truth, scores, *, multi_class: str = "ovr") -> float:
     return float(roc_auc_score(truth, scores))
 
 
+def sensitivity_at_specificity(truth, scores, specificity: float = 0.9) -> dict[str, float]:
+    """The best sensitivity a score reaches while keeping at least a given specificity.
+
+    How a clinician reads a ROC curve: "if I may recall at most 1 in 10 healthy patients
+    (specificity 0.9), what fraction of the diseased do I find?" The threshold is chosen on the
+    data given, so for an honest figure choose it on validation data and apply it to the test set.
+
+    Args:
+        truth: binary labels ``(N,)`` (1 = diseased, the positive class).
+        scores: ``(N,)`` scores, larger meaning more likely positive.
+        specificity: the specificity to keep, in ``[0, 1]``.
+
+    Returns:
+        ``{"sensitivity", "specificity", "threshold"}``: the operating point (predict positive where
+        ``score >= threshold``) with the highest sensitivity among those with specificity
+        ``>= specificity``; its actual specificity may be higher than asked (scores are discrete).
+
+    Raises:
+        ValueError: if ``truth`` is not binary with both classes present, or shapes differ.
+    """
+    from sklearn.metrics import roc_curve
+
+    truth, scores = _binary_scores(truth, scores)
+    if not 0.0 <= specificity <= 1.0:
+        raise ValueError(f"specificity must be in [0, 1]; got {specificity}")
+    fpr, tpr, thresholds = roc_curve(truth, scores)
+    allowed = (1.0 - fpr) >= specificity - 1e-12  # fpr = 0 (threshold inf) is always allowed
+    best = int(np.flatnonzero(allowed)[np.argmax(tpr[allowed])])
+    return {"sensitivity": float(tpr[best]), "specificity": float(1.0 - fpr[best]), "threshold": float(thresholds[best])}
+
+
+def _binary_scores(truth, scores) -> tuple[np.ndarray, np.ndarray]:
+    truth = np.asarray(truth).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if truth.shape != scores.shape:
+        raise ValueError(f"truth has {truth.size} labels but scores has {scores.size} values")
+    classes = np.unique(truth)
+    if classes.size != 2 or not set(classes.tolist()) <= {0, 1}:
+        raise ValueError(f"truth must hold both binary labels 0 and 1; got {classes.tolist()}")
+    return truth.astype(np.int64), scores
+
+
+def bootstrap_ci(
+    truth,
+    scores,
+    metric=None,
+    *,
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Percentile bootstrap confidence interval of a metric computed from labels and scores.
+
+    The test set is a sample of patients; another sample would give another AUC. The bootstrap
+    estimates that spread by re-drawing ``N`` patients with replacement ``num_resamples`` times and
+    recomputing the metric. Resampling is stratified (positives and negatives are re-drawn
+    separately, keeping their counts), so every resample has both classes and a defined AUC.
+
+    Args:
+        truth: binary labels ``(N,)``.
+        scores: ``(N,)`` scores of the positive class.
+        metric: ``metric(truth, scores) -> float``; default :func:`roc_auc`.
+        num_resamples: number of bootstrap samples (>= 100 for a 95% interval).
+        confidence: coverage of the interval, in ``(0, 1)``.
+        seed: seed of the resampling.
+
+    Returns:
+        ``{"estimate", "low", "high", "std"}``: the metric on the data as given, the interval's ends
+        (percentiles ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` of the resampled values) and
+        the bootstrap standard error.
+
+    Raises:
+        ValueError: for non-binary ``truth``, ``num_resamples < 2`` or ``confidence`` outside ``(0, 1)``.
+    """
+    truth, scores = _binary_scores(truth, scores)
+    if int(num_resamples) < 2:
+        raise ValueError(f"num_resamples must be >= 2; got {num_resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence}")
+    metric = roc_auc if metric is None else metric
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(truth == c) for c in (0, 1)]
+    values = np.empty(int(num_resamples))
+    for i in range(int(num_resamples)):
+        index = np.concatenate([rng.choice(g, size=g.size, replace=True) for g in groups])
+        values[i] = metric(truth[index], scores[index])
+    tail = 50.0 * (1.0 - confidence)
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return {"estimate": float(metric(truth, scores)), "low": float(low), "high": float(high), "std": float(values.std(ddof=1))}
+
+
 # ----------------------------------------------------------------------------------------------
 # Surface distances
 # ----------------------------------------------------------------------------------------------
@@ -226,14 +319,24 @@ def surface_distances(pred, truth, spacing=None) -> tuple[np.ndarray, np.ndarray
     return to_truth, to_pred
 
 
-def _empty_case(pred: np.ndarray, truth: np.ndarray, spacing) -> float | None:
-    """The empty-mask rule for distances: 0 if both empty, the diagonal if one is, else ``None``."""
+def _distance_metrics(pred, truth, spacing, percentile: float = 95.0) -> tuple[float, float, str | None]:
+    """Percentile Hausdorff distance and ASSD from one surface-distance computation, empty rule applied.
+
+    Returns:
+        ``(hausdorff_mm, assd_mm, empty)`` with ``empty`` ``"both"``, ``"truth"`` or ``"prediction"``
+        where the empty-mask rule gave the distances (0 if both are empty, the diagonal if one is),
+        else ``None``.
+    """
+    pred, truth = _binary_pair(pred, truth)
     has_pred, has_truth = bool(pred.any()), bool(truth.any())
-    if has_pred and has_truth:
-        return None
     if not has_pred and not has_truth:
-        return 0.0
-    return worst_case_distance(pred.shape, spacing)
+        return 0.0, 0.0, "both"
+    if not (has_pred and has_truth):
+        worst = worst_case_distance(pred.shape, spacing)
+        return worst, worst, "truth" if has_pred else "prediction"
+    to_truth, to_pred = surface_distances(pred, truth, spacing)
+    hausdorff = float(max(np.percentile(to_truth, percentile), np.percentile(to_pred, percentile)))
+    return hausdorff, float(np.concatenate([to_truth, to_pred]).mean()), None
 
 
 def hausdorff_distance(pred, truth, spacing=None, *, percentile: float = 95.0) -> float:
@@ -250,12 +353,7 @@ def hausdorff_distance(pred, truth, spacing=None, *, percentile: float = 95.0) -
     Returns:
         float, mm.
     """
-    pred, truth = _binary_pair(pred, truth)
-    empty = _empty_case(pred, truth, spacing)
-    if empty is not None:
-        return empty
-    to_truth, to_pred = surface_distances(pred, truth, spacing)
-    return float(max(np.percentile(to_truth, percentile), np.percentile(to_pred, percentile)))
+    return _distance_metrics(pred, truth, spacing, percentile)[0]
 
 
 def hd95(pred, truth, spacing=None) -> float:
@@ -274,12 +372,7 @@ def average_surface_distance(pred, truth, spacing=None) -> float:
     Returns:
         float, mm.
     """
-    pred, truth = _binary_pair(pred, truth)
-    empty = _empty_case(pred, truth, spacing)
-    if empty is not None:
-        return empty
-    to_truth, to_pred = surface_distances(pred, truth, spacing)
-    return float(np.concatenate([to_truth, to_pred]).mean())
+    return _distance_metrics(pred, truth, spacing)[1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,14 +427,10 @@ def evaluate_segmentation(pred, truth, spacing=None, labels=None) -> dict:
         p, t = pred == value, truth == value
         report["dice"][name] = dice_score(p, t)
         report["iou"][name] = iou_score(p, t)
-        empty = _empty_case(p, t, spacing)
-        if empty is None:
-            to_truth, to_pred = surface_distances(p, t, spacing)
-            report["hd95_mm"][name] = float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
-            report["asd_mm"][name] = float(np.concatenate([to_truth, to_pred]).mean())
-        else:
-            report["hd95_mm"][name] = report["asd_mm"][name] = empty
-            report["empty"][name] = "both" if not (p.any() or t.any()) else ("truth" if p.any() else "prediction")
+        # HD95 and ASD share one surface-distance computation (the costly part).
+        report["hd95_mm"][name], report["asd_mm"][name], empty = _distance_metrics(p, t, spacing, 95.0)
+        if empty is not None:
+            report["empty"][name] = empty
     for key in ("dice", "iou", "hd95_mm", "asd_mm"):
         values = list(report[key].values())
         report[f"mean_{key}"] = float(np.mean(values))
@@ -499,18 +588,6 @@ def target_registration_error(moved_points, fixed_points, spacing=None) -> np.nd
 # ----------------------------------------------------------------------------------------------
 
 
-def _one_hot_truth(y_true, num_classes: int, pred_rank: int):
-    """Integer labels ``(B, *spatial)`` / ``(B, *spatial, 1)`` or one-hot ``(B, *spatial, K)`` -> one-hot."""
-    y_true = ops.convert_to_tensor(y_true)
-    if len(y_true.shape) == pred_rank and (y_true.shape[-1] == num_classes and num_classes > 1):
-        return ops.cast(y_true, "float32")
-    if len(y_true.shape) == pred_rank:
-        y_true = ops.squeeze(y_true, axis=-1)
-    if num_classes == 1:
-        return ops.expand_dims(ops.cast(y_true > 0.5, "float32"), -1)
-    return ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype="float32")
-
-
 @keras.saving.register_keras_serializable(package="medkit")
 class DiceMetric(keras.metrics.Metric):
     """Hard Dice over a whole epoch, per class and averaged, for ``compile(metrics=[...])``.
@@ -555,7 +632,9 @@ class DiceMetric(keras.metrics.Metric):
             pred = ops.cast(y_pred > 0.5, "float32")
         else:
             pred = ops.one_hot(ops.argmax(y_pred, axis=-1), self.num_classes, dtype="float32")
-        truth = _one_hot_truth(y_true, self.num_classes, rank)
+        truth = to_one_hot(y_true, self.num_classes, rank)
+        if self.num_classes == 1:
+            truth = ops.cast(truth > 0.5, "float32")  # hard Dice: a soft mask counts where it is > 0.5
         if sample_weight is not None:
             weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,) + (1,) * (rank - 1))
             pred, truth = pred * weight, truth * weight

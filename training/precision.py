@@ -31,7 +31,6 @@ model's last activation in float32 (the kit's models do: ``Activation(..., dtype
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 import keras
@@ -177,7 +176,6 @@ def measure_training_throughput(
         raise ValueError(f"clock must be one of {sorted(clocks)}; got {clock!r}")
     timer = clocks[clock]
 
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(batch_size, *input_shape)).astype("float32")
     y = rng.integers(0, 2, size=(batch_size,)).astype("int32")

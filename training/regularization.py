@@ -11,6 +11,8 @@
 - :func:`ensemble_predict` / :func:`average_model` / :func:`majority_vote` combine several models.
 - :func:`mc_dropout_predict` keeps dropout on at test time and turns the spread of many stochastic
   predictions into uncertainty maps.
+- :func:`tying_penalty` and :class:`SoftParameterSharing` constrain two networks' parameters towards
+  each other (soft parameter sharing), between independent networks and one shared network.
 """
 
 from __future__ import annotations
@@ -299,3 +301,115 @@ def mc_dropout_predict(model: keras.Model, x, *, num_samples: int = 20, probabil
         out["entropy"] = entropy.astype(np.float32)
         out["mutual_information"] = np.maximum(entropy - mean_entropy / num_samples, 0.0).astype(np.float32)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter sharing
+# ----------------------------------------------------------------------------------------------
+
+
+def _paired_weights(model_a, model_b, which: str) -> list[tuple]:
+    """Matching trainable weights of two networks of the same architecture, in creation order."""
+    if which not in ("all", "kernels"):
+        raise ValueError(f"which must be 'all' or 'kernels'; got {which!r}")
+
+    def chosen(model):
+        weights = model.trainable_weights
+        return [w for w in weights if which == "all" or w.name in _KERNEL_ATTRIBUTES]
+
+    weights_a, weights_b = chosen(model_a), chosen(model_b)
+    if len(weights_a) != len(weights_b):
+        raise ValueError(f"networks to tie have {len(weights_a)} and {len(weights_b)} {which} weights; "
+                         "they need the same architecture")
+    for wa, wb in zip(weights_a, weights_b):
+        if tuple(wa.shape) != tuple(wb.shape):
+            raise ValueError(f"weights {wa.path} {tuple(wa.shape)} and {wb.path} {tuple(wb.shape)} cannot be tied: "
+                             "shapes differ (the networks need the same architecture)")
+    return list(zip(weights_a, weights_b))
+
+
+def tying_penalty(model_a: keras.Model, model_b: keras.Model, *, which: str = "all"):
+    """Squared distance between the parameters of two networks of the same architecture.
+
+    ``sum_l ||theta_A,l - theta_B,l||^2`` over matching trainable weights: the soft parameter-sharing
+    penalty. It is zero for identical networks and grows as the two drift apart.
+
+    Args:
+        model_a, model_b: built models (or layers) with the same trainable weight shapes.
+        which: ``"all"`` trainable weights, or ``"kernels"`` (convolution and dense kernels, no biases).
+
+    Returns:
+        float32 scalar tensor (differentiable with respect to both networks' weights).
+
+    Raises:
+        ValueError: if the networks' weights do not pair up by count and shape.
+    """
+    pairs = _paired_weights(model_a, model_b, which)
+    total = ops.zeros((), dtype="float32")
+    for wa, wb in pairs:
+        total = total + ops.sum(ops.square(ops.cast(wa, "float32") - ops.cast(wb, "float32")))
+    return total
+
+
+@keras.saving.register_keras_serializable(package="medkit")
+class SoftParameterSharing(keras.Model):
+    """Two networks of one architecture, one per task (or site), trained together with a tying penalty.
+
+    Soft parameter sharing (Duong et al. 2015; Ruder 2017): each task keeps its own network, and the
+    training objective adds ``strength * tying_penalty(network_a, network_b)``. ``strength = 0`` trains
+    two independent networks; a very large ``strength`` forces them to be equal, which is hard parameter
+    sharing (one network for both). In between, a task with little data borrows from the other.
+
+    Call it on ``[x_a, x_b]`` (two batches of the same size): it returns ``[network_a(x_a),
+    network_b(x_b)]`` and, in training, adds the penalty to ``model.losses``, so ``compile`` with one loss
+    per output and ``fit([x_a, x_b], [y_a, y_b])`` train both networks and the tie. Use ``network_a``
+    and ``network_b`` on their own for prediction. Round-trips through ``.keras``.
+
+    Args:
+        network_a, network_b: models with the same architecture (their inputs may differ in content,
+            not in shape). Build ``network_b`` with the same initial weights as ``network_a`` if the
+            tie should start at zero; it does not have to.
+        strength: penalty weight (>= 0).
+        which: ``"all"`` trainable weights or ``"kernels"`` only (see :func:`tying_penalty`).
+
+    Raises:
+        ValueError: for a negative ``strength`` or networks whose weights do not pair up.
+    """
+
+    def __init__(self, network_a: keras.Model, network_b: keras.Model, strength: float = 1e-2,
+                 which: str = "all", **kwargs):
+        super().__init__(**kwargs)
+        if strength < 0:
+            raise ValueError(f"strength must be >= 0; got {strength}")
+        _paired_weights(network_a, network_b, which)  # fail early, naming the mismatched weights
+        self.network_a, self.network_b = network_a, network_b
+        self.strength, self.which = float(strength), which
+
+    def call(self, inputs, training=None):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise ValueError("SoftParameterSharing takes two inputs [x_a, x_b] (one batch per network)")
+        x_a, x_b = inputs
+        outputs = [self.network_a(x_a, training=training), self.network_b(x_b, training=training)]
+        if self.strength:
+            self.add_loss(self.strength * tying_penalty(self.network_a, self.network_b, which=self.which))
+        return outputs
+
+    def penalty(self) -> float:
+        """The current tying penalty ``strength * tying_penalty(...)`` (float)."""
+        return self.strength * float(ops.convert_to_numpy(tying_penalty(self.network_a, self.network_b, which=self.which)))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "network_a": keras.saving.serialize_keras_object(self.network_a),
+            "network_b": keras.saving.serialize_keras_object(self.network_b),
+            "strength": self.strength,
+            "which": self.which,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("network_a", "network_b"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

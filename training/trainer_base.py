@@ -30,6 +30,8 @@ import math
 import keras
 import tensorflow as tf
 
+# The kit's one seeding path (replica fold-in included) lives with the augmentations, which use it too.
+from data_utils.augment.seeding import replica_id, stateless_seed  # noqa: F401
 from training.distribute import compute_average_loss, scale_for_replicas
 
 # --------------------------------------------------------------------------------------------
@@ -43,14 +45,6 @@ def replica_sum(value):
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return value
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
-def replica_id() -> tf.Tensor:
-    """Index of this replica in its sync group (0 outside a strategy), as an int32 tensor."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None:
-        return tf.constant(0, tf.int32)
-    return tf.cast(ctx.replica_id_in_sync_group, tf.int32)
 
 
 def local_batch_size(x) -> tf.Tensor:
@@ -127,15 +121,19 @@ def ema_update(targets, sources, decay) -> None:
     ctx.merge_call(cross_replica, args=(targets, sources))
 
 
-def stateless_seed(seed_generator: keras.random.SeedGenerator) -> tf.Tensor:
-    """A fresh shape-[2] int32 stateless seed, different on every step and on every replica.
+def build_optimizers(model: keras.Model) -> None:
+    """Create every optimiser variable of ``model`` now (needed before loading or training under a strategy).
 
-    Without folding in the replica index, all replicas of a ``MirroredStrategy`` would draw the same
-    "random" noise for their part of the batch.
+    Uses the trainer's own ``build_optimizers()`` when it has one (the kit's trainers do), otherwise
+    builds ``model.optimizer`` on ``model.trainable_variables``.
     """
-    seed = tf.cast(seed_generator.next(), tf.int64)
-    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica_id(), tf.int64))
-    return tf.cast(seed, tf.int32)
+    if hasattr(model, "build_optimizers") and callable(model.build_optimizers):
+        model.build_optimizers()
+        return
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
+        with model.distribute_strategy.scope():
+            optimizer.build(model.trainable_variables)
 
 
 def sigmoid_rampup(step, rampup_steps) -> tf.Tensor:

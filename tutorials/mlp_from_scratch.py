@@ -233,7 +233,7 @@ print(f"NumPy MLP: training loss {losses[0]:.3f} -> {losses[-1]:.3f}; test accur
 # back-propagation and Adam does the updates.
 
 # %%
-zoo_mlp = models.get("mlp", input_shape=(x_train.shape[1],), num_outputs=1, widths=(HIDDEN_UNITS,),
+zoo_mlp = models.get("mlp", input_shape=(x_train.shape[1],), num_classes=1, widths=(HIDDEN_UNITS,),
                      activation="tanh", task="binary")
 zoo_mlp.compile(optimizer=keras.optimizers.Adam(KERAS_LR), loss="binary_crossentropy", metrics=["accuracy"])
 history = zoo_mlp.fit(x_train.astype("float32"), y_train.astype("float32"), epochs=KERAS_EPOCHS,

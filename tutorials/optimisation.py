@@ -66,7 +66,7 @@ print(f"{len(x)} aspirates, {x.shape[1]} features")
 
 def build(widths=WIDTHS, batch_norm=False):
     tut.reseed()  # same initial weights every time
-    return models.get("mlp", input_shape=(x.shape[1],), num_outputs=1, widths=widths, task="binary",
+    return models.get("mlp", input_shape=(x.shape[1],), num_classes=1, widths=widths, task="binary",
                       batch_norm=batch_norm)
 
 

@@ -80,7 +80,7 @@ dataset = tf.data.Dataset.from_tensors((x, y)).repeat()  # the same full batch, 
 # %%
 def build_mlp(widths, rng):
     """A regression MLP from the zoo with its first-layer kinks spread over [-1, 1]."""
-    model = models.get("mlp", input_shape=(1,), num_outputs=1, widths=widths, task="regression")
+    model = models.get("mlp", input_shape=(1,), num_classes=1, widths=widths, task="regression")
     first = model.get_layer("dense1")
     w = keras.ops.convert_to_numpy(first.kernel)[0]
     first.bias.assign((-w * rng.uniform(-1, 1, size=w.shape)).astype("float32"))

@@ -26,20 +26,19 @@ stated in each docstring.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from data_utils.augment.seeding import (  # noqa: E402
+from data_utils.augment.seeding import (
     as_seed,
     batch_seed,
+    replica_id,
     spatial_rank,
     split_seed,
+    stateless_seed,
 )
-from data_utils.augment.intensity import (  # noqa: E402
+from data_utils.augment.intensity import (
     bias_field,
     brightness,
     contrast,
+    ct_window,
     cutout,
     gamma,
     gaussian_blur,
@@ -50,26 +49,28 @@ from data_utils.augment.intensity import (  # noqa: E402
     smooth,
     speckle_noise,
 )
-from data_utils.augment.kspace import (  # noqa: E402
+from data_utils.augment.kspace import (
     gibbs_ringing,
     kspace_spikes,
 )
-from data_utils.augment.mixing import (  # noqa: E402
+from data_utils.augment.mixing import (
     cutmix,
     mixup,
 )
-from data_utils.augment.spatial import (  # noqa: E402
+from data_utils.augment.spatial import (
     draw_affine,
     draw_elastic,
     draw_flip,
+    draw_projective,
     draw_rot90,
     elastic,
     flip,
     random_affine,
+    random_projective,
     realize_transform,
     rot90,
 )
-from data_utils.augment.compose import (  # noqa: E402
+from data_utils.augment.compose import (
     Affine,
     apply_to_dataset,
     Augmentation,
@@ -78,6 +79,7 @@ from data_utils.augment.compose import (  # noqa: E402
     Brightness,
     Compose,
     Contrast,
+    CTWindow,
     CutMix,
     Cutout,
     Elastic,
@@ -90,17 +92,19 @@ from data_utils.augment.compose import (  # noqa: E402
     KSpaceSpikes,
     LowResolution,
     MixUp,
+    Projective,
     RicianNoise,
     Rot90,
     SpatialAugmentation,
     SpeckleNoise,
 )
-from data_utils.augment.layers import (  # noqa: E402
+from data_utils.augment.layers import (
     RandomAffine,
     RandomAugmentation,
     RandomBiasField,
     RandomBrightness,
     RandomContrast,
+    RandomCTWindow,
     RandomCutMix,
     RandomCutout,
     RandomElastic,
@@ -113,6 +117,7 @@ from data_utils.augment.layers import (  # noqa: E402
     RandomKSpaceSpikes,
     RandomLowResolution,
     RandomMixUp,
+    RandomProjective,
     RandomRicianNoise,
     RandomRot90,
     RandomSpeckleNoise,

@@ -11,6 +11,7 @@ from data_utils.augment.intensity import (
     bias_field,
     brightness,
     contrast,
+    ct_window,
     cutout,
     gamma,
     gaussian_blur,
@@ -28,10 +29,12 @@ from data_utils.augment.spatial import (
     draw_affine,
     draw_elastic,
     draw_flip,
+    draw_projective,
     draw_rot90,
     elastic,
     flip,
     random_affine,
+    random_projective,
     realize_transform,
     rot90,
 )
@@ -126,12 +129,15 @@ LowResolution = _spec("LowResolution", Augmentation, low_resolution)
 Cutout = _spec("Cutout", Augmentation, cutout)
 MixUp = _spec("MixUp", BatchAugmentation, mixup)
 CutMix = _spec("CutMix", BatchAugmentation, cutmix)
+Projective = _spec("Projective", SpatialAugmentation, random_projective, draw=staticmethod(draw_projective),
+                   default_padding="border")
+CTWindow = _spec("CTWindow", Augmentation, ct_window)
 
 # Every configured step by name in the kit's registry (category "augmentation"): "flip", "affine",
 # "bias_field", ... (the class name in snake_case), so configs and command lines can name them.
 for _cls in (Flip, Rot90, Affine, Elastic, BiasField, RicianNoise, GaussianNoise, SpeckleNoise, Gamma,
              Brightness, Contrast, HistogramShift, GibbsRinging, KSpaceSpikes, GaussianBlur,
-             LowResolution, Cutout, MixUp, CutMix):
+             LowResolution, Cutout, MixUp, CutMix, Projective, CTWindow):
     REGISTRY.register("augmentation", _cls.function.__name__.replace("random_", ""), _cls)
 
 
@@ -244,13 +250,17 @@ def apply_to_dataset(dataset, chain, seed, num_parallel_calls=tf.data.AUTOTUNE, 
 
     Args:
         dataset: batched dataset of dicts with ``"image"`` ``(B, *spatial, C)`` (and ``"label"``).
-        chain: a :class:`Compose` or a list of augmentations.
+        chain: a :class:`Compose`, a list of augmentations, or any callable
+            ``chain(element, seed) -> element`` (it gets the same per-batch seeds).
         seed: int (or shape-[2] tensor when ``new_randomness_each_epoch=False``).
 
     Returns:
         The augmented dataset.
     """
-    chain = chain if isinstance(chain, Compose) else Compose(chain)
+    if isinstance(chain, (list, tuple)):
+        chain = Compose(chain)
+    if not callable(chain):
+        raise TypeError(f"`chain` must be an augment.Compose, a list of augmentations or a callable, got {chain!r}.")
     base = as_seed(seed)
     if new_randomness_each_epoch:
         if not isinstance(seed, (int, np.integer)):

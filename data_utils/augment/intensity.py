@@ -162,6 +162,54 @@ def speckle_noise(image, seed, prob: float = 1.0, std=(0.0, 0.2)):
     return _select(_apply_mask(seeds[2], batch, prob), out, image)
 
 
+def ct_window(image, seed, prob: float = 1.0, center: float = 40.0, width: float = 400.0, window: str | None = None,
+              center_shift: float = 0.0, width_scale: float = 0.0, out_range=(0.0, 1.0)):
+    """CT windowing in Hounsfield units, with a random window per sample.
+
+    Maps ``[c - w/2, c + w/2]`` HU linearly onto ``out_range`` and clips outside, with the window's
+    centre ``c = center + U(-center_shift, center_shift)`` HU and width
+    ``w = width * (1 + U(-width_scale, width_scale))`` drawn per sample. Every sample is windowed (the
+    network needs the same input range); ``prob`` chooses which samples get a jittered window, the
+    others the nominal one. Jitter mimics the spread of calibration and reconstruction kernels
+    between scanners and of the windows radiologists pick. With ``center_shift = width_scale = 0`` it
+    equals :func:`data_utils.preprocess.window_ct_tf` (the identity on a preprocessed image).
+
+    Args:
+        image: ``(B, *spatial, C)`` in HU.
+        seed: stateless seed. prob: per-sample probability of a jittered window.
+        center, width: the nominal window in HU (soft tissue 40/400 by default).
+        window: a preset name from :data:`data_utils.preprocess.CT_WINDOWS` (overrides center/width).
+        center_shift: HU; ``v`` means a shift ``U(-v, v)``.
+        width_scale: relative; ``v`` means a factor ``1 + U(-v, v)``, with ``0 <= v < 1``.
+        out_range: ``(low, high)`` of the output.
+
+    Returns:
+        The windowed image, float32, same shape, values in ``out_range``.
+    """
+    from data_utils.preprocess import CT_WINDOWS
+
+    _check_prob(prob)
+    if window is not None:
+        if window not in CT_WINDOWS:
+            raise ValueError(f"unknown CT window {window!r}; choose from {sorted(CT_WINDOWS)}.")
+        center, width = CT_WINDOWS[window]
+    if width <= 0 or center_shift < 0 or not 0 <= width_scale < 1:
+        raise ValueError(
+            f"ct_window needs width > 0, center_shift >= 0 and 0 <= width_scale < 1; got {width}, {center_shift}, {width_scale}."
+        )
+    low, high = _pair(out_range, "out_range") if isinstance(out_range, (int, float)) else _range(out_range, "out_range")
+    image = tf.convert_to_tensor(image, tf.float32)
+    rank = spatial_rank(image)
+    batch = _batch_size(image)
+    seeds = split_seed(seed, 3)
+    jitter = tf.cast(_apply_mask(seeds[2], batch, prob), tf.float32)
+    shape = [batch] + [1] * (rank + 1)
+    c = center + tf.reshape(jitter * _uniform(seeds[0], [batch], -center_shift, center_shift), shape)
+    w = width * (1.0 + tf.reshape(jitter * _uniform(seeds[1], [batch], -width_scale, width_scale), shape))
+    unit = tf.clip_by_value((image - (c - w / 2.0)) / w, 0.0, 1.0)
+    return low + (high - low) * unit
+
+
 def _minmax(image, rank):
     axes = list(range(1, rank + 2))
     lo = tf.reduce_min(image, axis=axes, keepdims=True)

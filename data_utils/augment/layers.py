@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import keras
 
-from data_utils.augment.seeding import as_seed
+from data_utils.augment.seeding import stateless_seed
 from data_utils.augment.compose import (
     Affine,
     BiasField,
     Brightness,
     Compose,
     Contrast,
+    CTWindow,
     CutMix,
     Cutout,
     Elastic,
@@ -23,6 +24,7 @@ from data_utils.augment.compose import (
     KSpaceSpikes,
     LowResolution,
     MixUp,
+    Projective,
     RicianNoise,
     Rot90,
     SpeckleNoise,
@@ -52,13 +54,13 @@ class RandomAugmentation(keras.layers.Layer):
     def call(self, inputs, training=True):
         if not training:
             return inputs
-        seed = self.seed_generator.next()
+        # A new seed per call, and per replica under a tf.distribute strategy.
+        seed = stateless_seed(self.seed_generator)
         if isinstance(inputs, dict):
             return Compose([self.augmentation])(inputs, seed)
         if self.augmentation.kind == "batch":
             raise ValueError(f"{type(self).__name__} needs a dict input with 'image' and 'label'.")
-        out = self.augmentation(inputs, as_seed(seed))
-        return out
+        return self.augmentation(inputs, seed)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -98,3 +100,21 @@ RandomLowResolution = _layer("RandomLowResolution", LowResolution)
 RandomCutout = _layer("RandomCutout", Cutout)
 RandomMixUp = _layer("RandomMixUp", MixUp)
 RandomCutMix = _layer("RandomCutMix", CutMix)
+RandomProjective = _layer("RandomProjective", Projective)
+
+
+@keras.saving.register_keras_serializable(package="medkit")
+class RandomCTWindow(_layer("_RandomCTWindowBase", CTWindow)):
+    """Keras layer applying :class:`CTWindow` (see :func:`ct_window`).
+
+    Unlike the other augmentation layers it is not the identity at inference: windowing maps HU to
+    the network's input range, so inference applies the nominal window (no jitter).
+    """
+
+    def call(self, inputs, training=True):
+        if training:
+            return super().call(inputs, training=True)
+        nominal = CTWindow(**{**self.augmentation.kwargs, "prob": 0.0})
+        if isinstance(inputs, dict):
+            return Compose([nominal])(inputs, 0)
+        return nominal(inputs, as_seed(0))

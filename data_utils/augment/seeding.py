@@ -1,7 +1,10 @@
 """Stateless seeds and the random-draw and argument helpers shared by every augmentation.
 
-A seed is a shape-``[2]`` int32 tensor (or a Python int); ``split_seed`` derives independent seeds
-for the steps of one call and ``batch_seed`` the seed of batch number ``i`` of a dataset.
+The kit's one seeding path. A seed is a shape-``[2]`` int32 tensor (or a Python int);
+``split_seed`` derives independent seeds for the steps of one call, ``batch_seed`` the seed of batch
+number ``i`` of a dataset, and ``stateless_seed`` a fresh seed from a ``keras.random.SeedGenerator``
+with the replica index folded in (augmentation layers and the trainers use it), so the replicas of
+a ``MirroredStrategy`` draw different randomness for their parts of the batch.
 """
 
 from __future__ import annotations
@@ -113,3 +116,25 @@ def batch_seed(seed, index) -> tf.Tensor:
     """The stateless seed of batch number ``index``: ``fold_in(seed, index)``, shape [2]."""
     return tf.random.experimental.stateless_fold_in(as_seed(seed), tf.cast(index, tf.int64))
 
+
+
+def replica_id() -> tf.Tensor:
+    """Index of this replica in its sync group (0 outside a strategy), as an int32 tensor."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        return tf.constant(0, tf.int32)
+    return tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+
+
+def stateless_seed(seed_generator) -> tf.Tensor:
+    """A fresh shape-[2] int32 stateless seed, different on every call and on every replica.
+
+    Args:
+        seed_generator: a ``keras.random.SeedGenerator`` (advanced by one step).
+
+    Without folding in the replica index, all replicas of a ``MirroredStrategy`` would draw the same
+    "random" noise for their part of the batch.
+    """
+    seed = tf.cast(as_seed(seed_generator.next()), tf.int64)
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica_id(), tf.int64))
+    return tf.cast(seed, tf.int32)

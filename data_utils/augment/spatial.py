@@ -189,6 +189,42 @@ def draw_elastic(
                      "ratios": tuple(ratios)}
 
 
+def draw_projective(seed, batch, spatial_shape, prob: float = 1.0, distortion=0.1):
+    """Random projective (perspective) sampling maps as displacement fields ``(B, *spatial, r)``.
+
+    In centred coordinates ``u = (x - c) / h`` (``c`` the centre, ``h`` the half-extent of each axis,
+    so ``u`` is in ``[-1, 1]``), the output voxel ``x`` reads the input at ``c + h * u / (1 + p . u)``:
+    a homography whose only non-affine part is the perspective row ``p``, drawn per sample and axis from
+    ``U(-distortion, distortion)``. Straight lines stay straight but parallel lines converge, as when
+    the object is seen at an angle (a tilted CT gantry, an oblique slice, a projection radiograph
+    taken off-axis). Combine with :func:`draw_affine` for rotation, scale and shift. ``distortion = 0``
+    (or ``prob = 0``) gives the identity. MONAI has no projective transform; torchvision's
+    ``RandomPerspective`` is the 2D counterpart (it moves the four corners instead).
+
+    Args:
+        seed: stateless seed. batch: batch size. spatial_shape: ``(H, W)`` or ``(D, H, W)``.
+        prob: per-sample probability (others get zero displacement).
+        distortion: largest ``|p_i|``; must be below ``1 / rank`` so that ``1 + p . u > 0`` everywhere.
+
+    Returns:
+        ``("displacement", (B, *spatial, r))`` in voxels.
+    """
+    _check_prob(prob)
+    rank = len(spatial_shape)
+    distortion = float(distortion)
+    if not 0.0 <= distortion < 1.0 / rank:
+        raise ValueError(f"`distortion` must be in [0, 1/{rank}) for a {rank}D image (the map must not fold); got {distortion}.")
+    seeds = split_seed(seed, 2)
+    keep = tf.cast(_apply_mask(seeds[1], batch, prob), tf.float32)[:, None]
+    p = _uniform(seeds[0], [batch, rank], -distortion, distortion) * keep  # (B, r)
+    centre = tf.constant([(n - 1) / 2.0 for n in spatial_shape], tf.float32)
+    half = tf.constant([max((n - 1) / 2.0, 1.0) for n in spatial_shape], tf.float32)
+    points = tf.convert_to_tensor(sp.identity_grid(spatial_shape), tf.float32)  # (*spatial, r)
+    u = (points - centre) / half
+    denominator = 1.0 + tf.einsum("br,...r->b...", p, u)[..., None]  # (B, *spatial, 1)
+    return "displacement", (u[None] / denominator - u[None]) * half
+
+
 def realize_transform(transform, spatial_shape):
     """Turn a drawn transform into ``("affine", M)`` or ``("displacement", (B, *spatial, r))``.
 
@@ -301,3 +337,19 @@ def elastic(
     return _spatial_call(draw_elastic, image, seed, label, padding, prob=prob, sigma=sigma,
                          magnitude=magnitude, mode=mode, num_control_points=num_control_points)
 
+
+
+def random_projective(image, seed, label=None, prob: float = 1.0, distortion=0.1, padding: str = "border"):
+    """Random projective (perspective) transform, image linear, label nearest (see :func:`draw_projective`).
+
+    Args:
+        image: ``(B, *spatial, C)``. seed: stateless seed.
+        label: optional label map ``(B, *spatial)`` or ``(B, *spatial, L)``; stays integer.
+        prob, distortion: see :func:`draw_projective`.
+        padding: ``"border"`` by default: a CT's edge is air, and repeating it keeps air outside the
+            field of view (``"zeros"`` would paint water, 0 HU); ``"reflection"`` and ``"zeros"`` also work.
+
+    Returns:
+        The image, or ``(image, label)`` when a label is given.
+    """
+    return _spatial_call(draw_projective, image, seed, label, padding, prob=prob, distortion=distortion)

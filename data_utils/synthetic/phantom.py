@@ -11,7 +11,7 @@ Geometry works in millimetres on a voxel grid with a given spacing:
   (ellipse in 2D), negative inside. Shapes are combined and thickened by adding to distances.
 - :func:`smooth_field` / :func:`random_displacement`: smooth random scalar and vector fields, used
   to make boundaries irregular (:func:`blob_distance`) and to deform the whole anatomy;
-  :func:`warp` resamples an image or label map through a displacement (known deformations).
+  ``data_utils.spatial.warp`` resamples an image or label map through a displacement.
 - :func:`soft_mask`: distance -> membership in ``[0, 1]`` with a soft edge of a given width:
   this is where partial volume comes from (a voxel on an edge is part tissue, part neighbour).
 - :func:`paint`: blend a tissue intensity into an image through a membership.
@@ -184,31 +184,6 @@ def random_displacement(
     """
     fields = [np.clip(smooth_field(shape, rng, cell) / 2.5, -1, 1) * max_mm for _ in shape]
     return np.stack(fields, axis=-1).astype(np.float32)
-
-
-def warp(array: np.ndarray, displacement: np.ndarray, spacing=1.0, *, order: int = 1) -> np.ndarray:
-    """Resample an array at displaced positions: ``out(p) = array(p + u(p))``.
-
-    This is the backward warp used to make image pairs with a known deformation (the displacement
-    tells, for each output voxel, where in the input to look).
-
-    Args:
-        array: ``(*shape)`` image or label map.
-        displacement: ``(*shape, ndim)`` displacement in mm (e.g. from :func:`random_displacement`).
-        spacing: voxel size in mm per axis, to convert the displacement to voxels.
-        order: interpolation order (1 linear for images, 0 nearest for labels).
-
-    Returns:
-        Array of the same shape and dtype; positions outside the input repeat the edge voxel.
-    """
-    ndim = array.ndim
-    if displacement.shape != array.shape + (ndim,):
-        raise ValueError(f"`displacement` must have shape {array.shape + (ndim,)}, got {displacement.shape}.")
-    spacing = _as_tuple(spacing, ndim, "spacing")
-    grid = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in array.shape], indexing="ij")
-    positions = np.stack([g + displacement[..., i] / spacing[i] for i, g in enumerate(grid)])
-    out = ndimage.map_coordinates(array, positions, order=order, mode="nearest")
-    return out.astype(array.dtype, copy=False)
 
 
 def blob_distance(

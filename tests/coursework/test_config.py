@@ -36,20 +36,36 @@ def test_saved_config_reproduces_the_run_settings(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--mode", "4d"], "mode"),
+        (["--mode", "4d"], "mode: '4d' is not one of 2d, 3d"),
         (["--augment", "rotate"], "augment"),
-        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--epochs", "0"], "epochs: must be >= 1, got 0"),
+        (["--steps-per-epoch", "-5"], "steps_per_epoch: must be >= 0, got -5"),
+        (["--depth", "0"], "depth: must be >= 1 and <= 8, got 0"),
+        (["--base-filters", "0"], "base_filters: must be >= 1"),
+        (["--batch-size", "-1"], "batch_size: must be >= 1"),
+        (["--learning-rate", "0"], "learning_rate must be a positive number"),
+        (["--learning-rate", "inf"], "learning_rate must be a positive number"),
+        (["--overlays", "-2"], "overlays: must be >= 0"),
+        (["--max-train-cases", "-1"], "max_train_cases: must be >= 0"),
+        (["--stop-after-epochs", "-1"], "stop_after_epochs: must be >= 0"),
+        (["--synthetic-cases", "2"], "synthetic_cases: must be >= 3"),
+        (["--patches-per-volume", "0"], "patches_per_volume: must be >= 1"),
+        (["--patch-size", "16", "0", "64"], "patch_size: must be >= 1, got 0"),
+        (["--seed", "-3"], "seed: must be >= 0"),
+        (["--epochs", "two"], "epochs: expected an integer, got 'two'"),
         (["--val-fraction", "0.6", "--test-fraction", "0.5"], "leave cases for training"),
         (["--run-name", "../x"], "run_name"),
         (["--mode", "3d", "--patch-size", "8", "8"], "patch_size"),
         (["--slice-shape", "96"], "slice_shape"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
     ],
 )
-def test_bad_settings_exit_with_status_2(argv, message, capsys):
+def test_bad_settings_exit_with_status_2_and_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         parse(argv)
     assert info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
 def test_resolve_reports_bad_config_file(tmp_path):

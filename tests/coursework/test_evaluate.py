@@ -77,3 +77,33 @@ def test_evaluate_cli_reproduces_saved_metrics(quick_run, tmp_path):
     assert again["mean_dice"] == pytest.approx(saved["mean_dice"], abs=1e-6)
     assert again["mean_hd95_mm"] == pytest.approx(saved["mean_hd95_mm"], abs=1e-4)
     assert "| **mean** |" in proc.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", r"split\.json: not valid JSON"),
+    ('{"train": []}', r"split\.json: expected .*missing 'test'"),
+])
+def test_a_damaged_split_file_is_one_clear_error(tmp_path, content, message):
+    from coursework._cli import UserError
+    from coursework.evaluate import run_test_cases
+
+    (tmp_path / "split.json").write_text(content)
+    with pytest.raises(UserError, match=message):
+        run_test_cases(tmp_path)
+
+
+def test_evaluation_refuses_masks_with_labels_outside_the_classes(tmp_path):
+    from coursework import solution
+    from coursework.config import CourseworkConfig
+    from coursework.evaluate import evaluate_cases
+    from data_utils.io import DataError
+
+    truth = _labels((4, 8, 8))
+    truth[0, 0, 0] = 7
+    affine = io.dhw_affine(truth.shape, SPACING)
+    image = io.save_nifti(truth.astype(np.float32), affine, tmp_path / "x_img.nii.gz")
+    mask = io.save_nifti(truth, affine, tmp_path / "x_mask.nii.gz")
+    cfg = CourseworkConfig(depth=1, base_filters=2)
+    model = solution.build_model(cfg, (None, None, 1), 4)
+    with pytest.raises(DataError, match=r"x_mask\.nii\.gz: label values \[7\] are outside 0\.\.3"):
+        evaluate_cases(model, cfg, [("x", image, mask)], tmp_path / "pred", progress=False)

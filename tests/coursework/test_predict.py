@@ -85,3 +85,55 @@ def test_predict_cli_user_error_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: input folder not found"]
     assert not (tmp_path / "out").exists()
+
+
+def _tiny_model():
+    from coursework import solution
+    from coursework.config import CourseworkConfig
+
+    cfg = CourseworkConfig(depth=1, base_filters=2)
+    return solution.build_model(cfg, (None, None, 1), 4), cfg
+
+
+def test_predict_writes_every_good_volume_and_lists_the_bad_ones(tmp_path, rng):
+    from coursework.predict import predict_folder
+
+    (tmp_path / "in").mkdir()
+    good, _, affine = _oblique_volume(tmp_path / "in", rng)
+    bad = tmp_path / "in" / "p02_img.nii.gz"
+    bad.write_bytes(good.read_bytes()[:40])  # a truncated copy
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p02_pred.nii.gz").write_bytes(b"stale prediction of an earlier call")
+    model, cfg = _tiny_model()
+    failed = predict_folder(model, cfg, find_inputs(tmp_path / "in"), out, progress=False)
+    assert list(failed) == [bad] and "corrupt or truncated" in failed[bad] and str(bad) in failed[bad]
+    assert sorted(p.name for p in out.iterdir()) == ["p01_pred.nii.gz"]  # the stale file is gone
+    np.testing.assert_allclose(nib.load(str(out / "p01_pred.nii.gz")).affine, affine, atol=1e-5)
+
+
+def test_predict_cli_refuses_an_out_dir_that_is_a_file(tmp_path, rng, capsys):
+    from coursework import predict
+
+    (tmp_path / "in").mkdir()
+    _oblique_volume(tmp_path / "in", rng)
+    (tmp_path / "out").write_text("not a folder")
+    assert predict.main([str(tmp_path / "in"), str(tmp_path / "out"), "--run-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {tmp_path / 'out'}: is a file; OUT_DIR must be a folder (it is created if missing)"
+    ]
+    assert (tmp_path / "out").read_text() == "not a folder"
+
+
+def test_load_run_says_corrupt_not_missing_for_a_damaged_model(tmp_path):
+    from coursework.config import CourseworkConfig
+    from training.config import save_config
+
+    save_config(CourseworkConfig(), tmp_path / "config.yaml")
+    model, _ = _tiny_model()
+    model.save(tmp_path / "model.keras")
+    data = (tmp_path / "model.keras").read_bytes()
+    (tmp_path / "model.keras").write_bytes(data[: len(data) // 2])  # an interrupted copy
+    with pytest.raises(UserError, match=r"model\.keras: corrupt or truncated") as info:
+        load_run(tmp_path)
+    assert "not found" not in str(info.value).lower()

@@ -255,3 +255,22 @@ def test_load_cases_unlabelled_and_nonzero_normalisation(tmp_path):
     assert inside.size == 18 and abs(inside.mean()) < 1e-5 and abs(inside.std() - 1) < 1e-4
     with pytest.raises(ValueError, match="normalize"):
         datasets.load_cases(cases, normalize="minmax")
+
+
+def test_load_cases_checks_label_range_and_reports_the_files_shape(tmp_path):
+    from data_utils.datasets import Case, load_cases
+
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    label = np.zeros((6, 5, 4), np.int32)
+    label[2, 2, 2] = 5
+    io.save_nifti(np.ones((6, 5, 4), np.float32), affine, tmp_path / "a_img.nii.gz")
+    io.save_nifti(label, affine, tmp_path / "a_mask.nii.gz")
+    case = Case("a", tmp_path / "a_img.nii.gz", tmp_path / "a_mask.nii.gz")
+    with pytest.raises(DataError, match=r"a_mask\.nii\.gz: label values \[5\] are outside 0\.\.3"):
+        load_cases([case], num_classes=4)
+    assert load_cases([case], num_classes=6)[0]["label"].max() == 5
+    # A 4D file: the message gives the shape as stored, not after reorientation.
+    swapped = np.array([[0, 1.5, 0, 0], [1.5, 0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1.0]])  # stored (y, x, z)
+    io.save_nifti(np.ones((6, 5, 4, 2), np.float32), swapped, tmp_path / "b_img.nii.gz")
+    with pytest.raises(DataError, match=r"b_img\.nii\.gz: expected a 3D volume, got shape \(6, 5, 4, 2\)"):
+        load_cases([Case("b", tmp_path / "b_img.nii.gz")])

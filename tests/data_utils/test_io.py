@@ -143,3 +143,94 @@ def test_atomic_write_replaces_the_file_or_leaves_it_untouched(tmp_path):
         io.atomic_write(path, half_written)
     assert path.read_text() == "second"
     assert os.listdir(path.parent) == ["note.txt"]  # no temporary left behind
+
+
+# ---- atomic writers ----------------------------------------------------------------------------
+
+
+def _weights_model():
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+
+
+def test_atomic_write_text_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "sub" / "a.txt"
+    io.atomic_write_text(str(path), "first")
+    io.atomic_write_text(str(path), "second")
+    assert path.read_text() == "second"
+    assert os.listdir(path.parent) == ["a.txt"]  # no temporary left behind
+
+
+def test_atomic_write_text_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "a.txt"
+    io.atomic_write_text(str(path), "good")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write_text(str(path), "half")
+    assert path.read_text() == "good"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_atomic_save_weights_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
+    model = _weights_model()
+    path = str(tmp_path / "m.weights.h5")
+    io.atomic_save_weights(model, path)
+    before = Path(path).read_bytes()
+
+    def half_written(filepath, *args, **kwargs):
+        Path(filepath).write_bytes(b"\x89HDF partial")
+        raise KeyboardInterrupt  # as if killed mid-write
+
+    monkeypatch.setattr(model, "save_weights", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_save_weights(model, path)
+    assert Path(path).read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.weights.h5"]
+    with pytest.raises(ValueError, match=".weights.h5"):
+        io.atomic_save_weights(model, str(tmp_path / "m.h5"))
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_gives_the_mode_of_the_users_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        assert io.current_umask() == umask
+        path = io.atomic_write(tmp_path / f"f{umask:o}.txt", lambda tmp: Path(tmp).write_text("x"))
+        volume = io.save_nifti(np.zeros((2, 2, 2), np.float32), np.eye(4), tmp_path / f"v{umask:o}.nii.gz")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+    assert volume.stat().st_mode & 0o777 == mode
+
+
+def test_permission_denied_is_not_called_corrupt(tmp_path, rng, monkeypatch):
+    path = io.save_nifti(rng.normal(size=(3, 3, 3)).astype(np.float32), _affine(), tmp_path / "locked_img.nii")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    # Root reads any file whatever its mode, so the refusal is simulated where nibabel opens it.
+    monkeypatch.setattr(io.nib, "load", refuse)
+    with pytest.raises(DataError, match=r"locked_img\.nii: permission denied") as info:
+        io.load_nifti(path)
+    assert "corrupt" not in str(info.value)
+    with pytest.raises(DataError, match=r"is a folder"):
+        io.load_nifti(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [7, -1])
+def test_labels_outside_the_classes_name_the_file_and_values(tmp_path, bad):
+    label = np.zeros((4, 4, 4), np.int32)
+    label[1, 1, 1], label[2, 2, 2] = 2, bad
+    img = io.save_nifti(np.ones((4, 4, 4), np.float32), _affine(), tmp_path / "c_img.nii.gz")
+    mask = io.save_nifti(label, _affine(), tmp_path / "c_mask.nii.gz")
+    with pytest.raises(DataError, match=rf"c_mask\.nii\.gz: label values \[{bad}\] are outside 0\.\.3.*found: "):
+        io.load_image_label_pair(img, mask, num_classes=4)
+    _, loaded = io.load_image_label_pair(img, mask)  # without num_classes no range is imposed
+    assert loaded.array.min() == min(0, bad)
+    io.check_label_values(np.array([0, 1, 2, 3]), 4)  # in range: no error

@@ -104,7 +104,7 @@ def test_folder_layouts(tmp_path, rng):
     for i in range(3):
         _save_pair(tmp_path / "flat" / f"case{i}_img.nii.gz", tmp_path / "flat" / f"case{i}_mask.nii.gz", rng)
         _save_pair(tmp_path / "images" / f"p{i}.nii.gz", tmp_path / "labels" / f"p{i}.nii.gz", rng)
-    flat = layouts.folder_cases(tmp_path / "flat")
+    flat = datasets.find_cases(tmp_path / "flat")
     assert [c.case_id for c in flat] == ["case0", "case1", "case2"]
     paired = layouts.paired_folder_cases(tmp_path / "images", tmp_path / "labels")
     assert [c.case_id for c in paired] == ["p0", "p1", "p2"]

@@ -121,19 +121,3 @@ def test_bias_field_and_rician_noise_are_seeded():
     # Rician noise on zero signal is Rayleigh: mean sigma * sqrt(pi / 2), never negative.
     assert noisy.min() >= 0 and noisy.mean() == pytest.approx(2.0 * np.sqrt(np.pi / 2), rel=0.05)
     np.testing.assert_array_equal(noisy, phantom.rician_noise(np.zeros((64, 64), np.float32), np.random.default_rng(0), 2.0))
-
-
-def test_warp_identity_shift_and_labels():
-    rng = np.random.default_rng(0)
-    image = rng.normal(size=(6, 10, 12)).astype(np.float32)
-    np.testing.assert_allclose(phantom.warp(image, np.zeros(image.shape + (3,), np.float32)), image, atol=1e-6)
-    shift = np.zeros(image.shape + (3,), np.float32)
-    shift[..., 2] = 3.0  # 3 mm = 2 voxels of 1.5 mm along the last axis
-    out = phantom.warp(image, shift, spacing=(1.0, 1.0, 1.5))
-    np.testing.assert_allclose(out[:, :, :-2], image[:, :, 2:], atol=1e-5)
-    label = rng.integers(0, 3, size=(8, 8)).astype(np.uint8)
-    disp = phantom.random_displacement((8, 8), rng, max_mm=2.0, cell=4)
-    warped = phantom.warp(label, disp, order=0)
-    assert warped.dtype == np.uint8 and set(np.unique(warped)) <= {0, 1, 2}
-    with pytest.raises(ValueError, match="displacement"):
-        phantom.warp(image, np.zeros((6, 10, 12, 2)))

@@ -8,9 +8,9 @@ from scipy import ndimage
 from data_utils import io, preprocess
 
 
-def test_reorient_to_ras():
+def test_to_canonical_reorients_to_ras():
     volume = io.Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([1.0, -1.0, 2.0, 1.0]), (1.0, 1.0, 2.0))
-    ras = preprocess.reorient_to_ras(volume)
+    ras = io.to_canonical(volume)
     np.testing.assert_array_equal(ras.array, volume.array[:, ::-1])
     assert ras.affine[1, 1] > 0
 
@@ -110,15 +110,3 @@ def test_pad_or_crop_tf_in_a_dataset_map():
     out = ds.map(lambda x: preprocess.pad_or_crop_tf(x, (8, 4)))
     assert out.element_spec.shape.as_list() == [None, 8, 4, 1]
     assert next(iter(out)).shape == (2, 8, 4, 1)
-
-
-@pytest.mark.parametrize("shape,target", [((1, 6, 8, 1), (12, 4)), ((1, 4, 6, 8, 1), (8, 3, 16))])
-def test_resize_tf_matches_resize(shape, target):
-    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    out = preprocess.resize_tf(x, target).numpy()
-    assert out.shape == (1, *target, 1)
-    expected = preprocess.resize(x[0, ..., 0], target)
-    np.testing.assert_allclose(out[0, ..., 0], expected, atol=1e-4)
-    label = (x > 0).astype(np.int32) * 2
-    lab = preprocess.resize_tf(label, target, is_label=True).numpy()
-    assert lab.dtype == np.int32 and set(np.unique(lab)) <= {0, 2}

@@ -71,5 +71,5 @@ def test_the_kit_registry_builds_each_category_from_a_config():
     opt = REGISTRY.build_from_config("optimizer", {"name": "adamw", "learning_rate": 0.01})
     assert isinstance(opt, keras.optimizers.AdamW) and float(opt.learning_rate) == pytest.approx(0.01)
     model = REGISTRY.build_from_config("model", {"name": "mlp", "input_shape": (3,), "widths": (4,),
-                                                 "num_outputs": 2})
+                                                 "num_classes": 2})
     assert model.output_shape == (None, 2)

@@ -1,10 +1,12 @@
-"""Every registered model builds and runs a forward pass under the JAX and PyTorch Keras backends.
+"""Every registered model gives TensorFlow's outputs under the JAX and PyTorch Keras backends.
 
-Models use only ``keras.layers`` / ``keras.ops``, so they should be backend-agnostic; this checks it.
-Each backend runs in a subprocess (the backend is fixed when Keras is first imported) that builds every
-registered model in its small ``example`` configuration and calls it once
-(``tests/models/_backend_forward.py``). A backend whose package is not installed is skipped; install
-them with ``pip install -r requirements-dev.txt``. Training loops stay TensorFlow.
+Models use only ``keras.layers`` / ``keras.ops``, so they should be backend-agnostic; this checks it
+value for value. Each backend runs in a subprocess (the backend is fixed when Keras is first
+imported; ``tests/models/_backend_forward.py``): a TensorFlow run builds every registered model in
+its small ``example`` configuration and saves its weights, inputs and outputs; the JAX and PyTorch
+runs build the same models, load those weights and must reproduce the outputs (float32 round-off
+allowed). A backend whose package is not installed is skipped; install them with
+``pip install -r requirements-dev.txt``. Training loops stay TensorFlow.
 
 Slow: building ~40 models takes about 2 minutes under torch on 2 CPU cores. JAX compiles every new
 variable-initialiser shape (about 8 s of CPU per model), so under JAX the suite checks one model per
@@ -39,34 +41,37 @@ def test_jax_subset_covers_every_family():
     assert {models.get_spec(n).family for n in names} == {models.get_spec(n).family for n in models.list_models()}
 
 
+def _run(backend: str, *args: str) -> dict:
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu",
+               CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1700)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["backend"] == backend
+    return report["results"]
+
+
+@pytest.fixture(scope="module")
+def tensorflow_reference(tmp_path_factory):
+    """Weights, inputs and outputs of every registered model under TensorFlow (one subprocess)."""
+    folder = tmp_path_factory.mktemp("tensorflow_reference")
+    results = _run("tensorflow", "--save", str(folder))
+    failures = {name: msg for name, msg in results.items() if msg != "ok"}
+    assert not failures, f"models failing under tensorflow: {json.dumps(failures, indent=1)}"
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("backend, package", [("jax", "jax"), ("torch", "torch")])
-def test_every_registered_model_runs_under_backend(backend, package):
+def test_every_registered_model_matches_tensorflow_under_backend(backend, package, tensorflow_reference):
     if importlib.util.find_spec(package) is None:
         pytest.skip(
             f"{package} is not installed: `pip install -r requirements-dev.txt` to test the {backend} backend"
         )
-    env = dict(
-        os.environ,
-        KERAS_BACKEND=backend,
-        TF_CPP_MIN_LOG_LEVEL="3",
-        JAX_PLATFORMS="cpu",
-        CUDA_VISIBLE_DEVICES="",
-    )
     names = _models_to_check(backend)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *names],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1700,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["backend"] == backend
-    results = report["results"]
+    results = _run(backend, "--reference", str(tensorflow_reference), *names)
     assert set(results) == set(names), "the subprocess saw a different registry"
     failures = {name: msg for name, msg in results.items() if msg != "ok"}
-    assert not failures, f"models failing under {backend}: {json.dumps(failures, indent=1)}"
+    assert not failures, f"models differing from tensorflow under {backend}: {json.dumps(failures, indent=1)}"

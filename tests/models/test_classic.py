@@ -40,24 +40,43 @@ def test_vgg16_equals_keras_applications_and_vgg11_matches_paper():
     )  # configuration A (torchvision vgg11)
 
 
-def test_vgg_block_halves_the_grid_in_2d_and_3d():
+def test_vgg_block_halves_the_grid_in_2d_and_3d(rng):
     for shape in [(8, 8, 3), (8, 8, 8, 3)]:
         x = keras.Input(shape)
         y = vgg_block(x, 5, 2)
         assert y.shape == (None, *[4] * (len(shape) - 1), 5)
+        # Value: with identity kernels (centre tap 1, channel to itself) and zero biases the block is
+        # relu then 2x max pooling, so its output is known exactly.
+        block = keras.Model(x, vgg_block(x, 3, 2))
+        for layer in block.layers:
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D)):
+                kernel = np.zeros(layer.kernel.shape, "float32")
+                kernel[(1,) * (len(shape) - 1)] = np.eye(3)
+                layer.set_weights([kernel] + [np.zeros(w.shape, "float32") for w in layer.get_weights()[1:]])
+        data = rng.normal(size=(2, *shape)).astype("float32")
+        pooled = np.maximum(data, 0).reshape(2, *[n for _ in shape[:-1] for n in (4, 2)], 3)
+        expected = pooled.max(axis=tuple(range(2, 2 * (len(shape) - 1) + 1, 2)))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(block(data)), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("head", ["flatten", "gap"])
 def test_vgg_3d_output_shape(head, rng):
     model = vgg((16, 16, 16, 1), 2, head=head, **SMALL_VGG)
-    y = model(rng.normal(size=(2, 16, 16, 16, 1)).astype("float32"))
+    y = keras.ops.convert_to_numpy(model(rng.normal(size=(2, 16, 16, 16, 1)).astype("float32")))
     assert y.shape == (2, 2)
+    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)  # class probabilities
+    assert np.all(y > 0) and not np.allclose(y[0], y[1])  # each sample its own prediction
     assert isinstance(model.get_layer("block1_conv1_conv"), keras.layers.Conv3D)
 
 
 def test_alexnet_small_input_shape(rng):
     model = alexnet((64, 64, 1), 4, filters=(4, 8, 8, 8, 8), fc_units=(16, 16))
-    assert model(rng.normal(size=(1, 64, 64, 1)).astype("float32")).shape == (1, 4)
+    x = rng.normal(size=(1, 64, 64, 1)).astype("float32")
+    y = keras.ops.convert_to_numpy(model(x))
+    assert y.shape == (1, 4)
+    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+    # Inference is deterministic (dropout off): the same input gives the same probabilities.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x, training=False)), y)
 
 
 def test_save_load_round_trip(assert_round_trip, rng):

@@ -4,7 +4,7 @@ import keras
 import pytest
 from keras import layers
 
-from models.flops import count_flops
+from models.flops import conv_flops, count_flops
 
 
 def _single_layer_model(input_shape, layer):
@@ -45,3 +45,15 @@ def test_undefined_spatial_shape_is_rejected():
     model = _single_layer_model((None, None, 1), layers.Conv2D(2, 3))
     with pytest.raises(ValueError, match="fully defined"):
         count_flops(model)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((64, 2, 4, 9), 2 * 64 * 4 * 9 * 2),  # 8x8 outputs, 3x3 kernel, 2 -> 4 channels
+        ((64, 8, 8, 9, 4), 2 * 64 * 8 * 9 * 8 // 4),  # grouped: each filter sees 8 / 4 channels
+        ((1, 10, 7, 1), 2 * 10 * 7),  # a dense layer
+    ],
+)
+def test_conv_flops_formula(args, expected):
+    assert conv_flops(*args) == expected

@@ -52,12 +52,12 @@ def test_save_load_round_trip(assert_round_trip, rng):
         (dict(task="ranking"), "task"),
         (dict(dropout=1.0), "dropout"),
         (dict(widths=(8, 0)), "positive"),
-        (dict(num_outputs=0), "num_classes"),
+        (dict(num_classes=0), "num_classes"),
     ],
 )
 def test_bad_arguments_give_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        mlp(**(dict(input_shape=(8,), num_outputs=2) | kwargs))
+        mlp(**(dict(input_shape=(8,), num_classes=2) | kwargs))
 
 
 @pytest.mark.slow

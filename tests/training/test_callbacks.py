@@ -34,67 +34,6 @@ def _data(rng, n=32):
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic writing
-# --------------------------------------------------------------------------------------------
-def test_atomic_write_text_replaces_the_whole_file(tmp_path):
-    path = tmp_path / "sub" / "a.txt"
-    cb.atomic_write_text(str(path), "first")
-    cb.atomic_write_text(str(path), "second")
-    assert path.read_text() == "second"
-    assert os.listdir(path.parent) == ["a.txt"]  # no temporary left behind
-
-
-def test_atomic_write_text_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
-    path = tmp_path / "a.txt"
-    cb.atomic_write_text(str(path), "good")
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(cb.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        cb.atomic_write_text(str(path), "half")
-    assert path.read_text() == "good"
-    assert os.listdir(tmp_path) == ["a.txt"]
-
-
-def test_atomic_save_weights_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
-    model = _model()
-    path = str(tmp_path / "m.weights.h5")
-    cb.atomic_save_weights(model, path)
-    before = Path(path).read_bytes()
-
-    def half_written(filepath, *args, **kwargs):
-        Path(filepath).write_bytes(b"\x89HDF partial")
-        raise KeyboardInterrupt  # as if killed mid-write
-
-    monkeypatch.setattr(model, "save_weights", half_written)
-    with pytest.raises(KeyboardInterrupt):
-        cb.atomic_save_weights(model, path)
-    assert Path(path).read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["m.weights.h5"]
-    with pytest.raises(ValueError, match=".weights.h5"):
-        cb.atomic_save_weights(model, str(tmp_path / "m.h5"))
-
-
-def test_build_optimizers_builds_the_model_optimizer_or_defers_to_the_trainer():
-    model = _model()
-    assert not model.optimizer.built
-    cb.build_optimizers(model)
-    assert model.optimizer.built
-    assert len(model.optimizer.variables) > 1  # iterations + Adam moments
-
-    class WithOwnBuilder(keras.Model):
-        calls = 0
-
-        def build_optimizers(self):
-            WithOwnBuilder.calls += 1
-
-    cb.build_optimizers(WithOwnBuilder())
-    assert WithOwnBuilder.calls == 1
-
-
-# --------------------------------------------------------------------------------------------
 # CheckpointStore
 # --------------------------------------------------------------------------------------------
 def test_checkpoint_store_round_trip_includes_optimizer_state(tmp_path):
@@ -202,13 +141,66 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         loop.train(model, ds, 5, steps_per_epoch=4, verbose=0, callbacks=cbs)
     assert stopper.stopped_at == (2, 3)
     assert "epoch 2, batch 3" in stopper.message
-    assert "epoch 2, batch 3" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "epoch 2, batch 3" in err
+    assert "the last good checkpoint (epoch 1) stays in" in err  # said by the store, which knows
     assert ckpt.store.latest()["epoch"] == 1
     restored = _model(seed=3)
     assert ckpt.store.restore(restored) == 1
     assert cb.weights_are_finite(restored)
     assert not cb.weights_are_finite(model)  # the NaN reached the weights, not the file
     assert cb.read_history_csv(str(csv_path))["epoch"][0] == 1.0
+
+
+def test_refused_checkpoint_says_what_is_kept(tmp_path, capsys):
+    store = cb.CheckpointStore(str(tmp_path / "ckpt"))
+    model = _model()
+    assert not store.save(model, 1, {"loss": float("nan")})
+    assert "no earlier checkpoint exists" in capsys.readouterr().err
+    assert store.save(model, 1, {"loss": 1.0})
+    assert not store.save(model, 2, {"loss": float("inf")})
+    assert "the last good checkpoint (epoch 1)" in capsys.readouterr().err
+    message = "training stopped. Try a lower learning rate"
+    stopper = cb.StopOnNaN()
+    stopper.set_model(model)
+    stopper.on_train_batch_end(0, {"loss": float("nan")})
+    assert message in stopper.message and "kept" not in stopper.message
+
+
+def test_best_epoch_is_kept_atomically_and_remembered_across_a_resume(tmp_path):
+    def epoch_end(callback, model, epoch, val_loss):
+        for w in model.trainable_weights:
+            w.assign(w + 1.0)  # each epoch leaves different weights
+        callback.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+        return [w.copy() for w in model.get_weights()]
+
+    model = _model()
+    first = cb.ResumableCheckpoint(str(tmp_path), verbose=False, monitor="val_loss")
+    first.set_model(model)
+    first.on_train_begin()
+    best_weights = epoch_end(first, model, 0, 1.0)
+    epoch_end(first, model, 1, 2.0)  # worse: the best stays epoch 1
+    assert first.best == {"monitor": "val_loss", "value": 1.0, "epoch": 1, "weights": "best-epoch-0001.weights.h5"}
+    # A new process: a fresh callback reads the best value back instead of starting from infinity.
+    model2 = _model(seed=5)
+    second = cb.ResumableCheckpoint(str(tmp_path), verbose=False, monitor="val_loss")
+    second.set_model(model2)
+    second.on_train_begin()
+    assert second.resumed_from == 2 and second.best["epoch"] == 1
+    epoch_end(second, model2, 2, 1.5)  # better than epoch 2, worse than epoch 1: not the best
+    assert second.best["epoch"] == 1
+    restored = _model(seed=7)
+    restored.load_weights(second.best_weights_path)
+    for a, b in zip(restored.get_weights(), best_weights):
+        np.testing.assert_array_equal(a, b)
+    new_best = epoch_end(second, model2, 3, 0.5)
+    assert second.best["epoch"] == 4 and second.store.latest()["best"]["epoch"] == 4
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("best-")) == ["best-epoch-0004.weights.h5"]
+    restored.load_weights(second.best_weights_path)
+    for a, b in zip(restored.get_weights(), new_best):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="mode"):
+        cb.ResumableCheckpoint(str(tmp_path), mode="lowest")
 
 
 def test_csv_logger_rewrites_rows_after_a_resume(tmp_path):
@@ -242,6 +234,29 @@ def test_plot_history_writes_a_png(tmp_path):
     (tmp_path / "bad.csv").write_text("loss\n1.0\n")
     with pytest.raises(ValueError, match="epoch"):
         cb.plot_history(str(tmp_path / "bad.csv"), str(tmp_path / "x.png"))
+
+
+def test_plot_history_draws_the_chosen_panels_under_the_given_title(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    drawn = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        drawn["title"] = fig._suptitle.get_text()
+        drawn["panels"] = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    path = tmp_path / ".run.incomplete" / "h.csv"
+    path.parent.mkdir()
+    path.write_text("epoch,loss,val_loss,dice,val_dice,dice_bladder,accuracy\n1,1.0,1.2,0.3,0.2,0.1,0.9\n")
+    plotter = cb.LossCurvePlotter(str(path), str(tmp_path / "loss.png"), title="baseline", keys=("loss", "dice", "lr"))
+    plotter.set_model(_model())
+    plotter.on_train_end()
+    assert drawn == {"title": "baseline", "panels": ["loss", "dice"]}
+    cb.plot_history(str(path), str(tmp_path / "all.png"))
+    assert drawn["title"] == ".run.incomplete" and drawn["panels"] == ["loss", "accuracy", "dice", "dice_bladder"]
 
 
 def test_loss_curve_plotter_redraws_after_every_epoch(tmp_path):

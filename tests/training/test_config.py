@@ -176,6 +176,38 @@ def test_post_init_validation_errors_become_config_errors():
         from_dict(Checked, {"epochs": 0})
 
 
+@dataclasses.dataclass
+class BoundedConfig:
+    steps: int = field(0, "steps per epoch (0 = one pass)", minimum=0)
+    rate: float = field(0.5, "a fraction", minimum=0, maximum=1)
+    patch: tuple[int, ...] = field((8, 8), "patch", minimum=1)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"steps": -5}, "steps: must be >= 0, got -5"),
+        ({"rate": 1.5}, "rate: must be >= 0 and <= 1, got 1.5"),
+        ({"rate": "nan"}, "rate: must be >= 0 and <= 1, got nan"),
+        ({"patch": [8, 0]}, "patch: must be >= 1, got 0"),
+    ],
+)
+def test_bounds_are_checked_where_values_are_parsed(values, message, tmp_path):
+    with pytest.raises(ConfigError, match=f"^cfg.yaml: {message}"):
+        from_dict(BoundedConfig, values, source="cfg.yaml")
+    assert from_dict(BoundedConfig, {"steps": 0, "rate": 1, "patch": [1, 2]}) == BoundedConfig(0, 1.0, (1, 2))
+
+
+def test_presets_sit_between_the_config_file_and_the_typed_options(tmp_path):
+    path = save_config(ExampleConfig(epochs=3, mode="3d"), tmp_path / "c.yaml")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, ExampleConfig)
+    namespace = parser.parse_args(["--config", str(path), "--learning-rate", "0.5"])
+    preset = {"epochs": 1, "learning_rate": 9.0}
+    cfg = config_from_namespace(ExampleConfig, namespace, presets=[("--quick", preset)])
+    assert (cfg.epochs, cfg.mode, cfg.learning_rate) == (1, "3d", 0.5)  # preset over file, option over preset
+    with pytest.raises(ConfigError, match="^--quick: unknown setting"):
+        config_from_namespace(ExampleConfig, namespace, presets=[("--quick", {"epoch": 1})])
 def test_registry_field_takes_its_choices_from_the_registry():
     @dataclasses.dataclass
     class RegistryConfig:
@@ -193,3 +225,13 @@ def test_registry_field_takes_its_choices_from_the_registry():
         from_dict(RegistryConfig, {"augment": ["rotate"]})
     with pytest.raises(ValueError, match="not both"):
         field("a", "b", choices=("a",), registry="loss")
+
+
+def test_presets_apply_after_the_file_and_before_typed_options(tmp_path):
+    path = save_config(ExampleConfig(epochs=7, learning_rate=0.5), tmp_path / "run.yaml")
+    quick = {"epochs": 1, "mode": "3d"}
+    cfg = parse_args(ExampleConfig, ["--config", str(path), "--quick", "--mode", "2d"], presets={"quick": quick})
+    assert (cfg.epochs, cfg.learning_rate, cfg.mode) == (1, 0.5, "2d")
+    assert parse_args(ExampleConfig, [], presets={"quick": quick}).epochs == ExampleConfig().epochs
+    with pytest.raises(SystemExit):
+        parse_args(ExampleConfig, ["--quick"], presets={"quick": {"epochs": "many"}})

@@ -87,7 +87,6 @@ def test_loss_scaling_on_one_replica():
     weighted = distribute.compute_average_loss(per_sample, sample_weight=tf.constant([1.0, 0.0, 0.0, 1.0]))
     assert float(weighted) == pytest.approx(7.0 / 4.0)
     assert float(distribute.scale_for_replicas(5.0)) == 5.0
-    assert float(distribute.unscale_for_replicas(5.0)) == 5.0
 
 
 def test_shard_by_data_sets_the_policy():
@@ -136,8 +135,6 @@ except RuntimeError as err:
 run = lambda fn: float(strategy.reduce("SUM", strategy.run(fn), axis=None))
 out["average_loss_sum"] = run(lambda: distribute.compute_average_loss(tf.fill([4], 3.0)))
 out["scaled_sum"] = run(lambda: distribute.scale_for_replicas(tf.constant(2.0)))
-out["unscaled"] = float(strategy.experimental_local_results(
-    strategy.run(lambda: distribute.unscale_for_replicas(tf.constant(2.0))))[0])
 out["keras_loss_sum"] = run(lambda: keras.losses.MeanSquaredError()(tf.zeros((4, 1)), tf.ones((4, 1))))
 
 rng = np.random.default_rng(0)
@@ -177,6 +174,15 @@ for label, strat in (("one", tf.distribute.get_strategy()), ("two", strategy)):
             h = gan.fit(gan_ds, epochs=2, verbose=0, shuffle=False)
         out[f"gan_{runner}_{label}"] = summary(h, gan)
 
+# Augmentation layers: each replica draws its own noise for its part of the batch.
+from data_utils import augment
+with strategy.scope():
+    noise = augment.RandomGaussianNoise(seed=3, std=1.0, sample_std=False)
+per_replica = strategy.run(tf.function(lambda: noise(tf.zeros((2, 8, 8, 1)), training=True)))
+a, b = [v.numpy() for v in strategy.experimental_local_results(per_replica)]
+out["augment_replica_max_difference"] = float(np.abs(a - b).max())
+out["augment_replica_std"] = [float(a.std()), float(b.std())]
+
 m = regressor()  # built outside the mirrored scope
 m.compile(optimizer="sgd", loss="mse")
 try:
@@ -201,12 +207,18 @@ def _assert_same_run(a: dict, b: dict, rtol=1e-5, atol=1e-6):
 
 
 @pytest.mark.slow
+def test_augmentation_layers_draw_different_randomness_on_each_replica(mirrored):
+    # Same seed generator, same (zero) input on both replicas: the noise must still differ.
+    assert mirrored["augment_replica_max_difference"] > 0.5
+    assert mirrored["augment_replica_std"] == pytest.approx([1.0, 1.0], abs=0.25)
+
+
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus(mirrored):
     assert mirrored["strategy"] == ["MirroredStrategy", 2]
     assert "before TensorFlow creates" in mirrored["reconfigure_error"]
     assert mirrored["average_loss_sum"] == pytest.approx(3.0)
     assert mirrored["scaled_sum"] == pytest.approx(2.0)
-    assert mirrored["unscaled"] == pytest.approx(4.0)
     # Keras 3 loss objects already divide by the replica count (so do not scale them again).
     assert mirrored["keras_loss_sum"] == pytest.approx(1.0)
     assert "strategy.scope()" in mirrored["outside_scope_error"]

@@ -86,6 +86,82 @@ def test_roc_auc_matches_sklearn_and_rejects_one_class(rng):
         M.roc_auc([1, 1, 1], [0.2, 0.3, 0.4])
 
 
+def test_sensitivity_at_specificity_hand_computed():
+    truth = [0, 0, 0, 0, 1, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
+    # Threshold 0.4 recalls one healthy case (0.6): specificity 3/4, and finds all four positives.
+    assert M.sensitivity_at_specificity(truth, scores, 0.75) == pytest.approx(
+        {"sensitivity": 1.0, "specificity": 0.75, "threshold": 0.4})
+    # No healthy case recalled: only the three scores above 0.6 count as positive.
+    assert M.sensitivity_at_specificity(truth, scores, 1.0) == pytest.approx(
+        {"sensitivity": 0.75, "specificity": 1.0, "threshold": 0.7})
+    # Asking for 0.8 cannot be met exactly (steps of 0.25): the next stricter point is used.
+    assert M.sensitivity_at_specificity(truth, scores, 0.8)["specificity"] == 1.0
+
+
+def test_sensitivity_at_specificity_matches_brute_force(rng):
+    truth = rng.integers(0, 2, 200)
+    scores = truth + rng.normal(0, 1.0, 200)
+    point = M.sensitivity_at_specificity(truth, scores, 0.9)
+    best = 0.0
+    for threshold in np.unique(scores):
+        pred = scores >= threshold
+        if M.specificity(pred, truth) >= 0.9:
+            best = max(best, M.sensitivity(pred, truth))
+    assert point["sensitivity"] == pytest.approx(best)
+    assert point["specificity"] >= 0.9
+    assert M.sensitivity(scores >= point["threshold"], truth) == pytest.approx(point["sensitivity"])
+
+
+@pytest.mark.parametrize("truth, scores, spec", [
+    ([1, 1, 1], [0.2, 0.3, 0.4], 0.9),  # one class only
+    ([0, 1, 2], [0.2, 0.3, 0.4], 0.9),  # not binary
+    ([0, 1], [0.2, 0.3, 0.4], 0.9),  # lengths differ
+    ([0, 1], [0.2, 0.3], 1.5),  # specificity out of range
+])
+def test_sensitivity_at_specificity_errors(truth, scores, spec):
+    with pytest.raises(ValueError):
+        M.sensitivity_at_specificity(truth, scores, spec)
+
+
+def test_bootstrap_ci_brackets_the_auc_and_matches_hanley_mcneil(rng):
+    n = 300
+    truth = np.repeat([0, 1], n // 2)
+    scores = truth * 1.2 + rng.normal(size=n)
+    ci = M.bootstrap_ci(truth, scores, num_resamples=400, seed=1)
+    assert ci["estimate"] == pytest.approx(M.roc_auc(truth, scores))
+    assert ci["low"] < ci["estimate"] < ci["high"]
+    # Hanley & McNeil (1982) standard error of an AUC: the bootstrap should agree within ~25%.
+    a, n1, n0 = ci["estimate"], n // 2, n // 2
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = math.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    assert ci["std"] == pytest.approx(se, rel=0.25)
+    assert ci["high"] - ci["low"] == pytest.approx(2 * 1.96 * se, rel=0.3)
+    assert M.bootstrap_ci(truth, scores, num_resamples=400, seed=1) == ci  # seeded
+    small = M.bootstrap_ci(truth[::5], scores[::5], num_resamples=400, seed=1)
+    assert small["high"] - small["low"] > ci["high"] - ci["low"]  # fewer patients, wider interval
+
+
+def test_bootstrap_ci_of_another_metric_keeps_class_counts(rng):
+    truth = np.array([0] * 30 + [1] * 10)
+    scores = rng.random(40)
+    seen = []
+
+    def positive_fraction(t, s):
+        seen.append(t.mean())
+        return float(np.mean(s[t == 1]))
+
+    ci = M.bootstrap_ci(truth, scores, positive_fraction, num_resamples=50, seed=0)
+    assert set(seen) == {0.25}  # stratified: every resample has 10 positives of 40
+    assert ci["estimate"] == pytest.approx(scores[truth == 1].mean())
+    with pytest.raises(ValueError, match="num_resamples"):
+        M.bootstrap_ci(truth, scores, num_resamples=1)
+    with pytest.raises(ValueError, match="confidence"):
+        M.bootstrap_ci(truth, scores, confidence=1.0)
+    with pytest.raises(ValueError, match="binary"):
+        M.bootstrap_ci([1] * 40, scores)
+
+
 # ---------------------------------------------------------------------------------------------
 # Surface distances
 # ---------------------------------------------------------------------------------------------
@@ -305,3 +381,30 @@ def test_dice_metric_in_fit_and_serialisation(tmp_path, rng):
     assert logs["dice"] == pytest.approx(M.dice_score(pred == 1, labels == 1), abs=1e-5)
     restored = keras.metrics.deserialize(keras.metrics.serialize(M.DiceMetric(num_classes=4, class_ids=[1, 3])))
     assert isinstance(restored, M.DiceMetric) and restored.class_ids == [1, 3] and restored.num_classes == 4
+
+
+def test_evaluate_segmentation_reports_what_hd95_and_asd_compute():
+    truth = np.zeros((6, 20, 20), np.int32)
+    truth[2:4, 5:12, 5:12] = 1
+    truth[1:5, 14:18, 3:9] = 2
+    pred = np.roll(truth, 2, axis=2)
+    pred[pred == 2] = 0  # structure 2 missed: the empty-mask rule applies
+    spacing = (3.0, 1.0, 0.5)
+    report = M.evaluate_segmentation(pred, truth, spacing, labels={"a": 1, "b": 2})
+    for name, value in (("a", 1), ("b", 2)):
+        assert report["hd95_mm"][name] == M.hd95(pred == value, truth == value, spacing)
+        assert report["asd_mm"][name] == M.average_surface_distance(pred == value, truth == value, spacing)
+    assert report["hd95_mm"]["a"] == pytest.approx(2 * 0.5) and report["empty"] == {"b": "prediction"}
+
+
+def test_dice_metric_reads_labels_as_the_losses_do():
+    """One-hot conversion is training.losses.to_one_hot; one sigmoid channel is thresholded at 0.5."""
+    from training import losses
+
+    soft = np.array([[[0.2], [0.7]]], "float32")  # (1, 2, 1): a soft foreground mask
+    metric = M.DiceMetric(num_classes=1, include_background=True)
+    metric.update_state(soft, np.array([[[0.9], [0.8]]], "float32"))
+    assert float(metric.result()) == pytest.approx(2 * 1 / (1 + 2))
+    with pytest.raises(ValueError, match="channels"):
+        M.DiceMetric(num_classes=3).update_state(np.zeros((1, 2, 2, 2)), np.zeros((1, 2, 2, 3), "float32"))
+    np.testing.assert_array_equal(np.asarray(losses.to_one_hot(np.array([[1, 0]]), 2, 3)), [[[0, 1], [1, 0]]])

@@ -135,3 +135,52 @@ def test_mc_dropout_uncertainty_maps(rng):
     assert deterministic["variance"].max() < 1e-10 and deterministic["mutual_information"].max() < 1e-5
     with pytest.raises(ValueError, match="num_samples"):
         R.mc_dropout_predict(model, x, num_samples=1)
+
+
+def _dense_net(seed, units=1, inputs=5):
+    x = keras.Input((inputs,))
+    y = keras.layers.Dense(units, kernel_initializer=keras.initializers.GlorotUniform(seed), bias_initializer="ones")(x)
+    return keras.Model(x, y)
+
+
+def test_tying_penalty_hand_computed_and_mismatch():
+    a, b = _dense_net(0), _dense_net(1)
+    kernel_gap = float(np.sum((a.layers[1].kernel.numpy() - b.layers[1].kernel.numpy()) ** 2))
+    assert float(R.tying_penalty(a, b, which="kernels")) == pytest.approx(kernel_gap, rel=1e-6)
+    b.layers[1].bias.assign([3.0])  # bias gap (3 - 1)^2 = 4 counts only with which="all"
+    assert float(R.tying_penalty(a, b)) == pytest.approx(kernel_gap + 4.0, rel=1e-6)
+    assert float(R.tying_penalty(a, a)) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        R.tying_penalty(a, _dense_net(0, units=2))
+    with pytest.raises(ValueError, match="which"):
+        R.tying_penalty(a, b, which="biases")
+
+
+def test_soft_parameter_sharing_pulls_networks_together_and_round_trips(tmp_path, rng):
+    # Two sites: the same linear relation with a small site difference.
+    w = rng.normal(size=(5, 1)).astype("float32")
+    x_a, x_b = rng.normal(size=(320, 5)).astype("float32"), rng.normal(size=(320, 5)).astype("float32")
+    y_a, y_b = x_a @ w, x_b @ (w + 0.5)
+    gaps = {}
+    for strength in (0.0, 10.0):
+        model = R.SoftParameterSharing(_dense_net(0), _dense_net(1), strength=strength)
+        model.compile(keras.optimizers.SGD(0.02), loss=["mse", "mse"])
+        history = model.fit([x_a, x_b], [y_a, y_b], epochs=4, batch_size=32, verbose=0).history
+        gaps[strength] = float(R.tying_penalty(model.network_a, model.network_b))
+        assert history["loss"][-1] < history["loss"][0]
+    assert gaps[10.0] < 0.2 * gaps[0.0]  # the tie holds the two sites' weights together
+
+    # The logged loss is both tasks' losses plus strength * penalty.
+    mse_a = float(np.mean((model.network_a(x_a).numpy() - y_a) ** 2))
+    mse_b = float(np.mean((model.network_b(x_b).numpy() - y_b) ** 2))
+    assert model.evaluate([x_a, x_b], [y_a, y_b], batch_size=320, verbose=0)[0] == pytest.approx(
+        mse_a + mse_b + model.penalty(), rel=1e-4)
+    model.save(tmp_path / "tied.keras")
+    loaded = keras.models.load_model(tmp_path / "tied.keras")
+    assert isinstance(loaded, R.SoftParameterSharing) and loaded.strength == 10.0 and loaded.which == "all"
+    assert loaded.penalty() == pytest.approx(model.penalty(), rel=1e-6)
+    np.testing.assert_allclose(loaded.network_a(x_a).numpy(), model.network_a(x_a).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="strength"):
+        R.SoftParameterSharing(_dense_net(0), _dense_net(1), strength=-1.0)
+    with pytest.raises(ValueError, match="architecture"):
+        R.SoftParameterSharing(_dense_net(0), _dense_net(1, inputs=4))

@@ -138,3 +138,21 @@ def test_weight_penalties_reach_the_trainers_updates(rng):
         trainer.fit(data, batch_size=8, epochs=1, verbose=0)
         kernels[l2] = np.abs(trainer.network.layers[-1].kernel.numpy()).sum()
     assert kernels[10.0] < kernels[0.0] - 0.5  # 0.01 * 2 * 10 * 1 shrinks each of 6 weights by 0.2
+
+
+def test_build_optimizers_builds_the_model_optimizer_or_defers_to_the_trainer():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    assert not model.optimizer.built
+    base.build_optimizers(model)
+    assert model.optimizer.built
+    assert len(model.optimizer.variables) > 1  # iterations + Adam moments
+
+    class WithOwnBuilder(keras.Model):
+        calls = 0
+
+        def build_optimizers(self):
+            WithOwnBuilder.calls += 1
+
+    base.build_optimizers(WithOwnBuilder())
+    assert WithOwnBuilder.calls == 1

@@ -5,7 +5,9 @@ Every loss comes in two forms:
 - a **function** (``soft_dice_loss(y_true, y_pred, ...)``) returning one value per sample, shape ``(B,)``
   (or a scalar where the loss is pooled over the batch, which is said in its docstring), and
 - a **Keras ``Loss`` class** (``SoftDiceLoss(...)``) for ``model.compile(loss=...)``, registered for
-  serialisation so a saved ``.keras`` model that was compiled with it loads again.
+  serialisation so a saved ``.keras`` model that was compiled with it loads again. The class is
+  made from the function (``core.loss_class``): its options and defaults are the function's
+  keyword parameters, written once; ``SoftDiceLoss.options()`` lists them.
 
 Conventions for the segmentation losses:
 

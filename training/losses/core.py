@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -119,14 +121,32 @@ def smooth_labels(one_hot, epsilon: float):
 
 
 class _FunctionLoss(keras.losses.Loss):
-    """A ``keras.losses.Loss`` calling one of the functions above with fixed keyword arguments."""
+    """A ``keras.losses.Loss`` calling its loss function with fixed options.
+
+    The options and their defaults are read from the function's signature (its keyword
+    parameters), so they are written down once, in the function; the class checks the names,
+    fills in the defaults and serialises them (``get_config``).
+    """
 
     _function = None
+    _options_of = None  # the function whose keyword parameters are the options (default: _function)
+    _arguments = ("y_true", "y_pred")
+
+    @classmethod
+    def options(cls) -> dict:
+        """The loss's options and their defaults, from the function's signature."""
+        fn = cls._options_of or cls._function
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if p.default is not inspect.Parameter.empty and k not in cls._arguments}
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None, **kwargs):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        super().__init__(name=name or self._default_name, reduction=reduction, dtype=dtype)
+        defaults = self.options()
+        unknown = set(kwargs) - set(defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown options {sorted(unknown)}; options: {sorted(defaults)}")
         # Sequences become lists so the config is plain JSON.
-        self._kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+        self._kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **kwargs}.items()}
 
     def call(self, y_true, y_pred):
         return type(self)._function(y_true, y_pred, **self._kwargs)
@@ -135,3 +155,26 @@ class _FunctionLoss(keras.losses.Loss):
         return {**super().get_config(), **self._kwargs}
 
 
+class _RegulariserLoss(_FunctionLoss):
+    """A displacement regulariser as a loss: ``y_pred`` is the field; ``y_true`` is ignored (pass zeros)."""
+
+    _arguments = ("ddf",)
+
+    def call(self, y_true, y_pred):
+        return type(self)._function(y_pred, **self._kwargs)
+
+
+def loss_class(class_name: str, function, name: str, doc: str, *, base=_FunctionLoss, options_of=None):
+    """The Keras ``Loss`` class of a loss function, registered for serialisation.
+
+    Args:
+        class_name: e.g. ``"SoftDiceLoss"``. function: the loss function it calls.
+        name: the loss's default name in logs. doc: the class docstring.
+        base: ``_FunctionLoss`` (``function(y_true, y_pred, **options)``) or ``_RegulariserLoss``
+            (``function(y_pred, **options)``). options_of: function whose keywords are the options.
+    """
+    attrs = {"_function": staticmethod(function), "_default_name": name, "__doc__": doc,
+             "__module__": function.__module__}
+    if options_of is not None:
+        attrs["_options_of"] = staticmethod(options_of)
+    return keras.saving.register_keras_serializable(package="medkit")(type(class_name, (base,), attrs))

@@ -23,7 +23,9 @@ def kl_divergence(z_mean, z_log_var):
     return ops.sum(kl, axis=tuple(range(1, len(kl.shape))))
 
 
-GAN_KINDS = ("non_saturating", "least_squares", "wasserstein")
+# "minimax" is the generator loss of the original value function (Goodfellow et al. 2014); it
+# saturates when the discriminator wins and is there to be compared with "non_saturating".
+GAN_KINDS = ("non_saturating", "minimax", "least_squares", "wasserstein")
 
 
 def _gan_kind(kind: str) -> str:
@@ -35,7 +37,8 @@ def _gan_kind(kind: str) -> str:
 def gan_discriminator_loss(real_output, fake_output, *, kind: str = "non_saturating", from_logits: bool = True):
     """Discriminator (critic) loss on its outputs for real and generated samples.
 
-    - ``"non_saturating"``: binary cross-entropy, ``-log D(x) - log(1 - D(G(z)))``;
+    - ``"non_saturating"`` and ``"minimax"``: binary cross-entropy, ``-log D(x) - log(1 - D(G(z)))``
+      (the negated value function ``V(D, G)``; the two kinds differ only in the generator's loss);
     - ``"least_squares"`` (LSGAN): ``0.5 (D(x) - 1)^2 + 0.5 D(G(z))^2`` on the raw outputs;
     - ``"wasserstein"`` (WGAN critic): ``mean D(G(z)) - mean D(x)``; add :func:`gradient_penalty`.
 
@@ -65,6 +68,8 @@ def gan_generator_loss(fake_output, *, kind: str = "non_saturating", from_logits
     """Generator loss on the discriminator's outputs for generated samples.
 
     - ``"non_saturating"``: ``-log D(G(z))`` (strong gradients when the discriminator wins);
+    - ``"minimax"``: ``log(1 - D(G(z)))``, the value function's own term: its gradient with respect
+      to the logit is ``-D(G(z))``, which vanishes exactly when the discriminator rejects the fakes;
     - ``"least_squares"``: ``0.5 (D(G(z)) - 1)^2``;
     - ``"wasserstein"``: ``-mean D(G(z))``.
 
@@ -81,6 +86,10 @@ def gan_generator_loss(fake_output, *, kind: str = "non_saturating", from_logits
         return -ops.mean(fake)
     if kind == "least_squares":
         return 0.5 * ops.mean(ops.square(fake - 1.0))
+    if kind == "minimax":
+        if from_logits:
+            return -ops.mean(ops.softplus(fake))  # log(1 - sigmoid(a)) = -softplus(a)
+        return ops.mean(ops.log(ops.clip(1.0 - fake, _EPS, 1.0)))
     if from_logits:
         return ops.mean(ops.softplus(-fake))
     return -ops.mean(ops.log(ops.clip(fake, _EPS, 1.0)))

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
 from keras import ops
 
-from training.losses.core import _EPS, _FunctionLoss
+from training.losses.core import _EPS, _RegulariserLoss, loss_class
 
 
 def ssd_loss(y_true, y_pred):
@@ -217,70 +216,24 @@ def gradient_norm(ddf, *, norm: str = "l2"):
 
 
 
-@keras.saving.register_keras_serializable(package="medkit")
-class SSDLoss(_FunctionLoss):
-    """Sum of squared differences (mean squared error per sample) for ``compile``."""
-
-    _function = staticmethod(ssd_loss)
-
-    def __init__(self, name="ssd_loss", **base):
-        super().__init__(name=name, **base)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class L1Loss(_FunctionLoss):
-    """Mean absolute error per sample for ``compile``; see :func:`l1_loss`."""
-
-    _function = staticmethod(l1_loss)
-
-    def __init__(self, name="l1_loss", **base):
-        super().__init__(name=name, **base)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class LocalNCCLoss(_FunctionLoss):
-    """Local normalised cross-correlation loss for ``compile``; arguments as in :func:`local_ncc_loss`."""
-
-    _function = staticmethod(local_ncc_loss)
-
-    def __init__(self, window=9, eps=1e-5, name="local_ncc_loss", **base):
-        super().__init__(name=name, window=window, eps=eps, **base)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class GlobalMutualInformationLoss(_FunctionLoss):
-    """Negative global mutual information for ``compile``; arguments as in :func:`mutual_information`."""
-
-    _function = staticmethod(global_mutual_information_loss)
-
-    def __init__(self, num_bins=23, sigma_ratio=0.5, min_value=0.0, max_value=1.0,
-                 name="global_mutual_information_loss", **base):
-        super().__init__(name=name, num_bins=num_bins, sigma_ratio=sigma_ratio, min_value=min_value,
-                         max_value=max_value, **base)
-
-
-class _RegulariserLoss(_FunctionLoss):
-    """A displacement regulariser as a loss: ``y_pred`` is the field; ``y_true`` is ignored (pass zeros)."""
-
-    def call(self, y_true, y_pred):
-        return type(self)._function(y_pred, **self._kwargs)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class BendingEnergyLoss(_RegulariserLoss):
-    """Bending energy of the predicted displacement field (``y_true`` ignored); see :func:`bending_energy`."""
-
-    _function = staticmethod(bending_energy)
-
-    def __init__(self, name="bending_energy_loss", **base):
-        super().__init__(name=name, **base)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class GradientNormLoss(_RegulariserLoss):
-    """Gradient norm of the predicted displacement field (``y_true`` ignored); see :func:`gradient_norm`."""
-
-    _function = staticmethod(gradient_norm)
-
-    def __init__(self, norm="l2", name="gradient_norm_loss", **base):
-        super().__init__(name=name, norm=norm, **base)
+# One Keras class per loss for ``compile(loss=...)``; the options are the function's keywords.
+SSDLoss = loss_class("SSDLoss", ssd_loss, "ssd_loss",
+                     "Sum of squared differences (mean squared error per sample) for ``compile``; see :func:`ssd_loss`.")
+L1Loss = loss_class("L1Loss", l1_loss, "l1_loss", "Mean absolute error per sample for ``compile``; see :func:`l1_loss`.")
+LocalNCCLoss = loss_class("LocalNCCLoss", local_ncc_loss, "local_ncc_loss",
+                          "Local normalised cross-correlation loss for ``compile``; options as in :func:`local_ncc_loss`.")
+GlobalMutualInformationLoss = loss_class(
+    "GlobalMutualInformationLoss", global_mutual_information_loss, "global_mutual_information_loss",
+    "Negative global mutual information for ``compile``; options as in :func:`mutual_information`.",
+    options_of=mutual_information,
+)
+BendingEnergyLoss = loss_class(
+    "BendingEnergyLoss", bending_energy, "bending_energy_loss",
+    "Bending energy of the predicted displacement field (``y_true`` ignored); see :func:`bending_energy`.",
+    base=_RegulariserLoss,
+)
+GradientNormLoss = loss_class(
+    "GradientNormLoss", gradient_norm, "gradient_norm_loss",
+    "Gradient norm of the predicted displacement field (``y_true`` ignored); see :func:`gradient_norm`.",
+    base=_RegulariserLoss,
+)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
 from keras import ops
 
 from training.losses.core import (
     _EPS,
-    _FunctionLoss,
+    loss_class,
     _drop_background,
     _log_probabilities,
     _prepare,
@@ -286,77 +285,16 @@ def tversky_loss(
 
 
 
-@keras.saving.register_keras_serializable(package="medkit")
-class SoftDiceLoss(_FunctionLoss):
-    """Soft Dice loss for ``compile``; arguments as in :func:`soft_dice_loss`."""
-
-    _function = staticmethod(soft_dice_loss)
-
-    def __init__(self, include_background=True, batch=False, smooth_nr=1e-5, smooth_dr=1e-5,
-                 squared_pred=False, from_logits=False, name="soft_dice_loss", **base):
-        super().__init__(name=name, include_background=include_background, batch=batch,
-                         smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred,
-                         from_logits=from_logits, **base)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class GeneralizedDiceLoss(_FunctionLoss):
-    """Generalised Dice loss for ``compile``; arguments as in :func:`generalized_dice_loss`."""
-
-    _function = staticmethod(generalized_dice_loss)
-
-    def __init__(self, include_background=True, batch=False, weight_type="square", smooth_nr=1e-5,
-                 smooth_dr=1e-5, from_logits=False, name="generalized_dice_loss", **base):
-        super().__init__(name=name, include_background=include_background, batch=batch,
-                         weight_type=weight_type, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
-                         from_logits=from_logits, **base)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class DiceCELoss(_FunctionLoss):
-    """Dice + cross-entropy loss for ``compile``; arguments as in :func:`dice_ce_loss`."""
-
-    _function = staticmethod(dice_ce_loss)
-
-    def __init__(self, lambda_dice=1.0, lambda_ce=1.0, include_background=True, batch=False,
-                 smooth_nr=1e-5, smooth_dr=1e-5, class_weights=None, label_smoothing=0.0,
-                 from_logits=False, name="dice_ce_loss", **base):
-        super().__init__(name=name, lambda_dice=lambda_dice, lambda_ce=lambda_ce,
-                         include_background=include_background, batch=batch, smooth_nr=smooth_nr,
-                         smooth_dr=smooth_dr, class_weights=class_weights,
-                         label_smoothing=label_smoothing, from_logits=from_logits, **base)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class CrossEntropyLoss(_FunctionLoss):
-    """(Weighted, label-smoothed) cross-entropy for ``compile``; arguments as in :func:`cross_entropy`."""
-
-    _function = staticmethod(cross_entropy)
-
-    def __init__(self, class_weights=None, label_smoothing=0.0, from_logits=False,
-                 name="cross_entropy_loss", **base):
-        super().__init__(name=name, class_weights=class_weights, label_smoothing=label_smoothing,
-                         from_logits=from_logits, **base)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class FocalLoss(_FunctionLoss):
-    """Focal loss for ``compile``; arguments as in :func:`focal_loss`."""
-
-    _function = staticmethod(focal_loss)
-
-    def __init__(self, gamma=2.0, alpha=None, from_logits=False, name="focal_loss", **base):
-        super().__init__(name=name, gamma=gamma, alpha=alpha, from_logits=from_logits, **base)
-
-
-@keras.saving.register_keras_serializable(package="medkit")
-class TverskyLoss(_FunctionLoss):
-    """Tversky loss for ``compile``; arguments as in :func:`tversky_loss`."""
-
-    _function = staticmethod(tversky_loss)
-
-    def __init__(self, alpha=0.5, beta=0.5, include_background=True, batch=False, smooth_nr=1e-5,
-                 smooth_dr=1e-5, from_logits=False, name="tversky_loss", **base):
-        super().__init__(name=name, alpha=alpha, beta=beta, include_background=include_background,
-                         batch=batch, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
-                         from_logits=from_logits, **base)
+# One Keras class per loss for ``compile(loss=...)``; the options are the function's keywords.
+SoftDiceLoss = loss_class("SoftDiceLoss", soft_dice_loss, "soft_dice_loss",
+                          "Soft Dice loss for ``compile``; options as in :func:`soft_dice_loss`.")
+GeneralizedDiceLoss = loss_class("GeneralizedDiceLoss", generalized_dice_loss, "generalized_dice_loss",
+                                 "Generalised Dice loss for ``compile``; options as in :func:`generalized_dice_loss`.")
+DiceCELoss = loss_class("DiceCELoss", dice_ce_loss, "dice_ce_loss",
+                        "Dice + cross-entropy loss for ``compile``; options as in :func:`dice_ce_loss`.")
+CrossEntropyLoss = loss_class("CrossEntropyLoss", cross_entropy, "cross_entropy_loss",
+                              "(Weighted, label-smoothed) cross-entropy for ``compile``; options as in :func:`cross_entropy`.")
+FocalLoss = loss_class("FocalLoss", focal_loss, "focal_loss",
+                       "Focal loss for ``compile``; options as in :func:`focal_loss`.")
+TverskyLoss = loss_class("TverskyLoss", tversky_loss, "tversky_loss",
+                         "Tversky loss for ``compile``; options as in :func:`tversky_loss`.")

@@ -1,9 +1,6 @@
-"""Marking: the report exists and every required section has been written."""
+"""Marking: the report is complete (every required section with text); its quality is marked by people."""
 
 import re
-from pathlib import Path
-
-REPORT_DIR = Path("coursework/report")
 REQUIRED_SECTIONS = (
     "Abstract",
     "Introduction",
@@ -34,11 +31,14 @@ def _words(text: str) -> int:
     return len(re.findall(r"[A-Za-z]{2,}", text))
 
 
-def test_report_has_required_sections():
-    """``coursework/report/report.md`` (or ``report.tex``) has each section with real text in it."""
-    candidates = [REPORT_DIR / "report.md", REPORT_DIR / "report.tex"]
+def test_report_has_required_sections(artifacts):
+    """``coursework/report/report.md`` (or ``report.tex``) has each section with some text in it.
+
+    A completeness check only (filler text passes it), so the scheme gives it no points.
+    """
+    candidates = [artifacts / "report" / "report.md", artifacts / "report" / "report.tex"]
     existing = [p for p in candidates if p.is_file()]
-    assert existing, f"no report: expected {candidates[0]} or {candidates[1]}"
+    assert existing, "no report: expected coursework/report/report.md or report.tex (a plain file, not a link)"
     report = existing[0]
     sections = _sections(report.read_text(encoding="utf-8"), latex=report.suffix == ".tex")
     missing, empty = [], []
@@ -48,5 +48,5 @@ def test_report_has_required_sections():
             missing.append(title)
         elif _words(body) < MIN_WORDS:
             empty.append(title)
-    assert not missing, f"{report}: missing section(s) {', '.join(missing)}"
-    assert not empty, f"{report}: section(s) with fewer than {MIN_WORDS} words: {', '.join(empty)}"
+    assert not missing, f"{report.name}: missing section(s) {', '.join(missing)}"
+    assert not empty, f"{report.name}: section(s) with fewer than {MIN_WORDS} words: {', '.join(empty)}"

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from data_utils import augment
+from data_utils.registry import REGISTRY
 from tests.data_utils.augment.helpers import blobs
 
 
@@ -96,3 +97,17 @@ def test_fusion_keeps_each_steps_padding(paddings):
     assert fused.min() < 1e-6 and fused.max() == pytest.approx(1.0)
     sequential = second(augment.Flip()(first(ones, seeds[0]), seeds[1]), seeds[2]).numpy()
     np.testing.assert_allclose(fused, sequential, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 32), (2, 16, 16, 16)])
+def test_projective_and_ct_window_keep_labels_integer_and_aligned(shape):
+    image, label = blobs(shape)
+    hu = image * 100.0 - 60.0  # foreground 1040 HU (bone), background 40 HU
+    chain = augment.Compose([augment.Projective(distortion=0.2), augment.CTWindow(window="bone", center_shift=50.0)])
+    out = chain({"image": hu, "label": label}, 3)
+    lab, img = out["label"].numpy(), out["image"].numpy()[..., 0]
+    assert out["label"].dtype == tf.int32 and set(np.unique(lab)) == {0, 1, 2}
+    assert not np.array_equal(lab, label), "the projective step moved something"
+    fg = lab > 0
+    assert img[fg].mean() > img[~fg].mean() + 0.3 and 0.0 <= img.min() and img.max() <= 1.0
+    assert "projective" in REGISTRY.names("augmentation") and "ct_window" in REGISTRY.names("augmentation")

@@ -121,3 +121,32 @@ def test_gamma_and_gibbs_match_monai(rng):
     ours = augment.gibbs_ringing(x, 1, alpha=(0.4, 0.4)).numpy()[0, ..., 0]
     theirs = np.asarray(transforms.GibbsNoise(alpha=0.4)(x[0, ..., 0][None]))[0]
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+# ---- CT windowing in Hounsfield units ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16, 1), (2, 8, 8, 8, 1)])
+def test_ct_window_seeded_jitter_and_zero_jitter_is_the_fixed_window(rng, shape):
+    from data_utils.preprocess import window_ct_tf
+
+    hu = rng.uniform(-1000, 1500, size=shape).astype("float32")
+    fixed = augment.ct_window(hu, [3, 1], window="brain").numpy()
+    np.testing.assert_allclose(fixed, window_ct_tf(hu, window="brain").numpy(), atol=1e-6)  # edge: identity
+    np.testing.assert_allclose(augment.ct_window(hu, [3, 1], window="brain", center_shift=50.0, prob=0.0).numpy(), fixed)
+    a = augment.ct_window(hu, [3, 1], center_shift=30.0, width_scale=0.3).numpy()
+    np.testing.assert_array_equal(a, augment.ct_window(hu, [3, 1], center_shift=30.0, width_scale=0.3).numpy())
+    assert np.abs(a - augment.ct_window(hu, [3, 2], center_shift=30.0, width_scale=0.3).numpy()).max() > 1e-3
+    assert a.min() >= 0.0 and a.max() <= 1.0 and a.dtype == np.float32
+    # Each sample has its own window: the per-sample mapping differs.
+    assert not np.allclose(a[0], augment.ct_window(hu[:1], [0, 0]).numpy()[0])
+
+
+def test_ct_window_hand_values_and_errors():
+    hu = np.array([-1000.0, -160.0, 40.0, 240.0, 3000.0], np.float32).reshape(1, 5, 1, 1)
+    out = augment.ct_window(hu, 0, center=40.0, width=400.0, out_range=(-1.0, 1.0)).numpy().ravel()
+    np.testing.assert_allclose(out, [-1.0, -1.0, 0.0, 1.0, 1.0], atol=1e-6)
+    with pytest.raises(ValueError, match="unknown CT window"):
+        augment.ct_window(hu, 0, window="liverish")
+    with pytest.raises(ValueError, match="width > 0"):
+        augment.ct_window(hu, 0, width=0.0)

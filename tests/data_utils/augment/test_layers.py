@@ -28,3 +28,31 @@ def test_layers_augment_in_training_only_and_round_trip(tmp_path, rng):
     np.testing.assert_array_equal(out["image"].numpy(), data[:, ::-1, ::-1])
     with pytest.raises(ValueError, match="dict"):
         augment.RandomMixUp(num_classes=2)(data)
+
+
+def test_stateless_seed_is_fresh_per_call_and_folds_in_the_replica():
+    import keras
+
+    gen = keras.random.SeedGenerator(7)
+    a, b = augment.stateless_seed(gen).numpy(), augment.stateless_seed(gen).numpy()
+    assert a.shape == (2,) and a.dtype == np.int32 and not np.array_equal(a, b)
+    assert int(augment.replica_id()) == 0  # outside a strategy
+    # Under MirroredStrategy each replica folds in its index: see tests/training/test_distribute.py.
+
+
+def test_ct_window_and_projective_layers_round_trip(tmp_path, rng):
+    import keras
+
+    inputs = keras.Input((16, 16, 1))
+    x = augment.RandomCTWindow(seed=1, window="brain", center_shift=10.0)(inputs)
+    x = augment.RandomProjective(seed=2, distortion=0.2)(x)
+    model = keras.Model(inputs, x)
+    hu = rng.uniform(-100, 150, (2, 16, 16, 1)).astype("float32")
+    windowed = augment.ct_window(hu, 0, window="brain").numpy()
+    # Inference: the projective step passes through, the window is the nominal one (no jitter).
+    np.testing.assert_allclose(model(hu, training=False).numpy(), windowed, atol=1e-6)
+    assert np.abs(model(hu, training=True).numpy() - windowed).max() > 1e-3
+    model.save(tmp_path / "ct.keras")
+    loaded = keras.models.load_model(tmp_path / "ct.keras")
+    assert loaded.layers[1].get_config()["window"] == "brain"
+    assert loaded.layers[2].get_config()["distortion"] == 0.2

@@ -66,3 +66,26 @@ def test_elastic_fields_are_bounded_smooth_and_gated():
     np.testing.assert_array_equal(augment.realize_transform(("field", off), shape)[1].numpy(), 0.0)
     with pytest.raises(ValueError, match="mode"):
         augment.draw_elastic([1, 2], 1, shape, mode="bspline")
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 24), (2, 12, 12, 12)])
+def test_projective_is_seeded_keeps_lines_straight_and_zero_is_identity(rng, shape):
+    x = volume(rng, (*shape, 1))
+    np.testing.assert_allclose(augment.random_projective(x, 1, distortion=0.0).numpy(), x, atol=1e-5)
+    np.testing.assert_allclose(augment.random_projective(x, 1, prob=0.0).numpy(), x, atol=1e-5)
+    a = augment.random_projective(x, [4, 1], distortion=0.2).numpy()
+    np.testing.assert_array_equal(a, augment.random_projective(x, [4, 1], distortion=0.2).numpy())
+    assert np.abs(a - augment.random_projective(x, [4, 2], distortion=0.2).numpy()).max() > 1e-3
+    kind, field = augment.draw_projective([4, 1], shape[0], shape[1:], distortion=0.2)
+    assert kind == "displacement" and field.shape == (shape[0], *shape[1:], len(shape) - 1)
+    # A homography maps straight lines to straight lines: the sample points of one grid line are collinear.
+    points = np.moveaxis(np.indices(shape[1:]), 0, -1) + field.numpy()[0]
+    line = points[(3,) * (len(shape) - 2)] - points[(3,) * (len(shape) - 2)][0]  # (W, rank), from its start
+    unit = line[-1] / np.linalg.norm(line[-1])
+    assert np.abs(line - np.outer(line @ unit, unit)).max() < 1e-3
+    assert np.abs(field.numpy()).max() > 0.3  # and it does move the sample points
+
+
+def test_projective_rejects_folding_distortion(rng):
+    with pytest.raises(ValueError, match="distortion"):
+        augment.random_projective(volume(rng, (1, 8, 8, 1)), 0, distortion=0.5)

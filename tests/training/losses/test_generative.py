@@ -15,6 +15,21 @@ def test_kl_divergence_golden():
     np.testing.assert_allclose(to_numpy(L.kl_divergence(z_mean, z_log_var)), [0.0, 0.5 + 0.5 * (1 - np.log(2))], rtol=1e-6)
 
 
+def test_minimax_generator_loss_saturates_where_non_saturating_does_not():
+    """d loss / d logit: minimax -D(G(z)), non-saturating -(1 - D(G(z))); at D = 0.01 the ratio is 99."""
+    import tensorflow as tf
+
+    logit = tf.constant([np.log(0.01 / 0.99)], tf.float32)  # the discriminator gives the fake D = 0.01
+    grads = {}
+    for kind in ("minimax", "non_saturating"):
+        with tf.GradientTape() as tape:
+            tape.watch(logit)
+            loss = L.gan_generator_loss(logit, kind=kind)
+        grads[kind] = float(tape.gradient(loss, logit)[0])
+    np.testing.assert_allclose(grads["minimax"], -0.01, rtol=1e-4)
+    np.testing.assert_allclose(grads["non_saturating"], -0.99, rtol=1e-4)
+
+
 def test_gan_losses_golden():
     real = np.array([2.0, 0.0], dtype="float32")
     fake = np.array([-1.0, 1.0], dtype="float32")
@@ -33,6 +48,11 @@ def test_gan_losses_golden():
     np.testing.assert_allclose(to_numpy(L.gan_generator_loss(fake, kind="least_squares")), 0.5 * (4 + 0) / 2)
     np.testing.assert_allclose(to_numpy(L.gan_discriminator_loss(real, fake, kind="wasserstein")), 0.0 - 1.0)
     np.testing.assert_allclose(to_numpy(L.gan_generator_loss(fake, kind="wasserstein")), 0.0)
+    np.testing.assert_allclose(to_numpy(L.gan_generator_loss(fake, kind="minimax")), -softplus(fake).mean(), rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(L.gan_generator_loss(probs_fake, kind="minimax", from_logits=False)),
+                               np.log(1 - probs_fake).mean(), rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(L.gan_discriminator_loss(real, fake, kind="minimax")),
+                               to_numpy(L.gan_discriminator_loss(real, fake)), rtol=1e-6)
     with pytest.raises(ValueError, match="kind"):
         L.gan_generator_loss(fake, kind="hinge")
 

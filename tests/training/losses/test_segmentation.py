@@ -261,3 +261,18 @@ def test_compiled_model_learns_and_reloads(tmp_path, rng):
     model.save(path)
     reloaded = keras.models.load_model(path)
     assert isinstance(reloaded.loss, L.DiceCELoss) and reloaded.loss.get_config()["batch"] is True
+
+
+@pytest.mark.parametrize("name", ["dice", "generalized_dice", "dice_ce", "cross_entropy", "focal", "tversky",
+                                  "ssd", "l1", "lncc", "gmi", "bending_energy", "gradient_norm"])
+def test_each_loss_class_takes_its_functions_options_and_defaults(name):
+    import inspect
+
+    cls = REGISTRY.get("loss", name)
+    fn = cls._options_of or cls._function
+    keywords = {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+    assert cls.options() == keywords
+    config = cls().get_config()
+    assert {k: config[k] for k in keywords} == {k: list(v) if isinstance(v, tuple) else v for k, v in keywords.items()}
+    with pytest.raises(TypeError, match="unknown options"):
+        cls(not_an_option=1)
