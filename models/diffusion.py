@@ -151,7 +151,7 @@ def q_sample(schedule: NoiseSchedule, x0, t, noise):
 def _predict_noise(model, x: np.ndarray, t: int) -> np.ndarray:
     # predict_on_batch runs the compiled predict function: ~50x faster than an eager model call,
     # which matters when sampling calls the network hundreds of times.
-    eps = model.predict_on_batch([x, np.full((x.shape[0],), t, dtype="int32")])
+    eps = model.predict_on_batch([np.asarray(x, dtype="float32"), np.full((x.shape[0],), t, dtype="int32")])
     return np.asarray(ops.convert_to_numpy(eps), dtype="float32")
 
 
@@ -200,8 +200,10 @@ def ddpm_sample(model: keras.Model, schedule: NoiseSchedule, shape: Sequence[int
     for t in reversed(range(schedule.timesteps)):
         x0 = _x0_from_noise(schedule, x, _predict_noise(model, x, t), t, clip)
         # Posterior mean: a weighted average of the predicted clean image and the current noisy one.
-        coef_x0 = math.sqrt(abar_prev[t]) * schedule.betas[t] / (1.0 - abar[t])
-        coef_xt = math.sqrt(schedule.alphas[t]) * (1.0 - abar_prev[t]) / (1.0 - abar[t])
+        # Python floats, not NumPy float64 scalars: those would turn x into float64 (NumPy 2 promotion)
+        # and make the network's compiled predict function trace again for the new input dtype.
+        coef_x0 = float(math.sqrt(abar_prev[t]) * schedule.betas[t] / (1.0 - abar[t]))
+        coef_xt = float(math.sqrt(schedule.alphas[t]) * (1.0 - abar_prev[t]) / (1.0 - abar[t]))
         x = coef_x0 * x0 + coef_xt * x
         if t > 0:  # no noise is added on the last step
             x = x + math.sqrt(schedule.posterior_variance[t]) * _normal(shape, rng)

@@ -1,28 +1,39 @@
-"""Attention and the Vision Transformer: self-attention by hand, patch embedding, a small ViT.
-
-Lecture topic: attention mechanisms and Vision Transformers (ViT).
-
-What you will learn:
-- scaled dot-product self-attention, ``softmax(Q K^T / sqrt(d)) V``, written out in NumPy and checked
-  against ``keras.layers.MultiHeadAttention`` with the same weights;
-- how to read an attention map: row ``i`` says how much token ``i`` takes from every other token;
-- how a ViT turns an image into a sequence of tokens (patch embedding = flatten each patch, then one
-  shared linear layer), with a class token and position embeddings;
-- training a small ViT on ultrasound-like images and showing where its class token looks (CLS
-  attention and attention rollout overlaid on the image).
-
-Data: synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``), normal
-tissue versus a cyst.
-
-Run it:  ``python tutorials/attention_vit.py [--quick]``  (about 2 minutes on a laptop CPU; ``--quick`` ~20 s).
-"""
+# %% [markdown]
+# # Attention and the Vision Transformer: self-attention by hand, patch embedding, a small ViT.
+#
+# **Lecture topic:** attention mechanisms and Vision Transformers (ViT).
+#
+# **What you will learn:**
+# - scaled dot-product self-attention, ``softmax(Q K^T / sqrt(d)) V``, written out in NumPy and checked
+#   against ``keras.layers.MultiHeadAttention`` with the same weights;
+# - how to read an attention map: row ``i`` says how much token ``i`` takes from every other token;
+# - how a ViT turns an image into a sequence of tokens (patch embedding = flatten each patch, then one
+#   shared linear layer), with a class token and position embeddings;
+# - training a small ViT on ultrasound-like images and showing where its class token looks (CLS
+#   attention and attention rollout overlaid on the image).
+#
+# **Data:** synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``), normal
+# tissue versus a cyst.
+#
+# **Run it:**  ``python tutorials/attention_vit.py [--quick]``  (about 2 minutes on a laptop CPU; ``--quick`` ~20 s).
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
-
-tut = start(Path(__file__).stem, "Self-attention by hand, patch embedding and a small ViT with attention maps")
+# %%
+tut = common.start("attention_vit", "Self-attention by hand, patch embedding and a small ViT with attention maps", quick=QUICK)
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
@@ -162,8 +173,8 @@ vit = models.get("vit", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), num_classes=len
 vit.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=1e-4),
             loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 history = vit.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=EPOCHS, verbose=2,
-                  validation_data=(x_test, y_test)).history
-test_accuracy = history["val_accuracy"][-1]
+                  callbacks=[tut.tensorboard("vit")]).history
+test_accuracy = float(vit.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])  # test set used once
 print(f"ViT test accuracy {test_accuracy:.3f} (chance 0.5), {vit.count_params():,} parameters")
 
 # %% [markdown]
@@ -198,8 +209,12 @@ for col, i in enumerate(shown):
     axes[0, col].set_title(f"{class_names[y_test[i]]} (p={probabilities[col, y_test[i]]:.2f})", fontsize=8)
     for row, amap, title in ((1, cls_map, "CLS attention, last block"), (2, rollout_map, "attention rollout")):
         axes[row, col].imshow(x_test[i, ..., 0], cmap="gray")
-        axes[row, col].imshow(amap[col], cmap="jet", alpha=0.45, extent=extent, interpolation="bilinear")
+        # One colour scale per row (0 to the row's largest weight), so the maps in a row compare.
+        overlay = axes[row, col].imshow(amap[col], cmap="jet", alpha=0.45, extent=extent, interpolation="bilinear",
+                                        vmin=0.0, vmax=float(amap.max()))
         axes[row, 0].set_ylabel(title, fontsize=8)
+        if col == len(shown) - 1:
+            fig.colorbar(overlay, ax=axes[row, :].tolist(), shrink=0.8, label="attention weight per patch")
 for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])

@@ -1,30 +1,42 @@
-"""Denoising diffusion models: destroy images with noise, learn to undo it, generate from pure noise.
-
-Lecture topic: diffusion models (DDPM and DDIM).
-
-What you will learn:
-- the forward process: Gaussian noise added in many small steps, and the closed form
-  ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` that jumps to any step at once;
-- how the noise schedule (linear vs cosine) decides how fast the image disappears;
-- the training objective: a U-Net told the step ``t`` predicts the noise ``eps`` in ``x_t``, with a
-  plain mean squared error (Ho et al. 2020);
-- sampling: DDPM walks back through every step with fresh noise; DDIM takes a few big
-  deterministic steps with the same network, and we time both.
-
-Data: synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``),
-scaled to [-1, 1].
-
-Run it:  ``python tutorials/diffusion.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
-The samples of a few minutes' CPU training are blurry sketches; on a GPU, train 100x longer.
-"""
+# %% [markdown]
+# # Denoising diffusion models: destroy images with noise, learn to undo it, generate from pure noise.
+#
+# **Lecture topic:** diffusion models (DDPM and DDIM).
+#
+# **What you will learn:**
+# - the forward process: Gaussian noise added in many small steps, and the closed form
+#   ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` that jumps to any step at once;
+# - how the noise schedule (linear vs cosine) decides how fast the image disappears;
+# - the training objective: a U-Net told the step ``t`` predicts the noise ``eps`` in ``x_t``, with a
+#   plain mean squared error (Ho et al. 2020);
+# - sampling: DDPM walks back through every step with fresh noise; DDIM takes a few big
+#   deterministic steps with the same network, and we time both.
+#
+# **Data:** synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``),
+# scaled to [-1, 1].
+#
+# **Run it:**  ``python tutorials/diffusion.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
+# The samples of a few minutes' CPU training are blurry sketches; on a GPU, train 100x longer.
+#
+# In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
+# first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-import time
-from pathlib import Path
+# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
+import os, subprocess, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
+if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
+    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
+    kit = "kit/tutorials"
+sys.path.insert(0, os.path.abspath(kit))
+import common  # noqa: E402
 
-from common import start
+# %%
+tut = common.start("diffusion", "Denoising diffusion (DDPM/DDIM) on ultrasound-like images", quick=QUICK)
 
-tut = start(Path(__file__).stem, "Denoising diffusion (DDPM/DDIM) on ultrasound-like images")
+import time  # noqa: E402
 
 import keras
 import matplotlib.pyplot as plt
@@ -148,8 +160,19 @@ tut.save_figure(fig, "one_step_denoising.png")
 # it estimates the clean image, moves a little towards it and adds a little fresh noise. **DDIM**
 # uses the same trained network but a deterministic update that can jump over steps, so 10-50
 # network calls replace ``T``. Same seed, same starting noise: compare the pictures and the clock.
+#
+# A fair clock needs one warm-up call first: the first call with a new batch shape compiles the
+# network's predict function (seconds), and whichever sampler ran first would be charged for it.
+# Once compiled, both samplers cost about the same per network call, so the time ratio should be
+# close to the ratio of calls; what is left over is each step's own NumPy work and noise draws.
+#
+# Do not expect recognisable ultrasound images from a CPU run of this size: the quick run's samples
+# are speckle-like texture in a rough fan at best, the full run's blurry sketches. Compare the pixel
+# statistics printed below with the real images', and train far longer on a GPU (exercise 4).
 
 # %%
+sample_shape = (NUM_SAMPLES, IMAGE_SIZE, IMAGE_SIZE, 1)
+trainer.ema_network.predict_on_batch([np.zeros(sample_shape, "float32"), np.zeros(NUM_SAMPLES, "int32")])  # warm-up
 start_time = time.perf_counter()
 ddpm_images = diffusion.ddpm_sample(trainer.ema_network, schedule, (NUM_SAMPLES, IMAGE_SIZE, IMAGE_SIZE, 1), seed=tut.seed)
 ddpm_seconds = time.perf_counter() - start_time
@@ -157,8 +180,11 @@ start_time = time.perf_counter()
 ddim_images = diffusion.ddim_sample(trainer.ema_network, schedule, (NUM_SAMPLES, IMAGE_SIZE, IMAGE_SIZE, 1),
                                     seed=tut.seed, num_steps=DDIM_STEPS)
 ddim_seconds = time.perf_counter() - start_time
-print(f"DDPM: {TIMESTEPS} network calls in {ddpm_seconds:.2f} s; DDIM: {DDIM_STEPS} calls in {ddim_seconds:.2f} s "
-      f"({ddpm_seconds / ddim_seconds:.1f}x faster)")
+call_ratio, time_ratio = TIMESTEPS / DDIM_STEPS, ddpm_seconds / ddim_seconds
+print(f"DDPM: {TIMESTEPS} network calls in {ddpm_seconds:.2f} s ({1e3 * ddpm_seconds / TIMESTEPS:.1f} ms a call); "
+      f"DDIM: {DDIM_STEPS} calls in {ddim_seconds:.2f} s ({1e3 * ddim_seconds / DDIM_STEPS:.1f} ms a call)")
+print(f"DDIM made {call_ratio:.0f}x fewer network calls and took {time_ratio:.1f}x less time "
+      f"({time_ratio / call_ratio:.2f} of the call ratio; timings on a shared machine vary)")
 
 fig, axes = plt.subplots(3, NUM_SAMPLES, figsize=(1.6 * NUM_SAMPLES, 5.2))
 for row, (batch, name) in enumerate(((x_eval, "real"), (ddpm_images, f"DDPM, {TIMESTEPS} steps"),
@@ -200,10 +226,10 @@ print(f"pixel mean/std  real {x_eval.mean():+.2f}/{x_eval.std():.2f}   DDPM {ddp
 tut.finish(
     {"eval_loss_before": loss_before, "eval_loss_after": loss_after, "first_epoch_loss": history["loss"][0],
      "last_epoch_loss": history["loss"][-1], "ddpm_seconds": ddpm_seconds, "ddim_seconds": ddim_seconds,
-     "ddim_speedup": ddpm_seconds / ddim_seconds},
+     "ddim_speedup": time_ratio, "ddim_speedup_over_call_ratio": time_ratio / call_ratio},
     expect={
         "eval_loss_after": ("<=", 0.6 * loss_before),  # the network has learned to denoise
         "last_epoch_loss": ("<=", 0.8 * history["loss"][0]),  # and the training loss fell
-        "ddim_speedup": (">=", 2.0),  # fewer network calls, less time
+        "ddim_speedup": (">=", 0.3 * call_ratio),  # fewer network calls, less time (wall clock: loose bar)
     },
 )

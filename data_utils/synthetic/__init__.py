@@ -9,8 +9,8 @@
 - ``registration``: 2D/3D image pairs with a known smooth deformation, label maps and landmarks
   (``make_registration_pairs``).
 - ``sequences``: cine MR frame sequences of a beating heart (normal / wall-motion defect) and
-  ECG-like signals with rhythm classes and per-sample wave labels (``make_cine_dataset``,
-  ``make_ecg_dataset``).
+  ECG-like signals with rhythm classes and per-sample wave labels, and a long-delay recall task
+  (``make_cine_dataset``, ``make_ecg_dataset``, ``make_recall_dataset``).
 - ``pointclouds``: organ-surface point clouds with shape classes and per-point part labels
   (``make_pointcloud_dataset``).
 - ``modalities``: registered 2D head slices in T1, T2, FLAIR and CT contrasts, for synthesis
@@ -32,6 +32,7 @@ _EXPORTS = {
     "make_registration_pairs": "registration",
     "make_cine_dataset": "sequences",
     "make_ecg_dataset": "sequences",
+    "make_recall_dataset": "sequences",
     "make_pointcloud_dataset": "pointclouds",
     "make_modality_pairs": "modalities",
     "make_mil_dataset": "mil",

@@ -14,6 +14,9 @@ Two generators, each with a sequence-level class (many-to-one) and a per-time-st
   noise. Rhythm classes: ``normal`` sinus rhythm, ``atrial_fibrillation`` (irregular beats, no P
   waves, fibrillatory baseline) and ``pvc`` (premature wide ventricular beats without a P wave,
   then a pause). Per sample: the wave (0 none, 1 P, 2 QRS, 3 T), for many-to-many segmentation.
+- :func:`make_recall_dataset`: a long-delay memory task with a known answer: remember the one
+  value marked early in a stream of look-alike values and report it at the end (Hochreiter &
+  Schmidhuber 1997), the task on which an LSTM's gated memory beats a simple RNN.
 
 Example::
 
@@ -205,4 +208,47 @@ def make_ecg_dataset(num_signals: int, length: int = 1000, sampling_rate: float 
         "waves": waves,
         "time": time.astype(np.float32),
         "class_names": ECG_CLASS_NAMES,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Long-delay recall (a memory task)
+# --------------------------------------------------------------------------------------------
+
+
+def make_recall_dataset(num_sequences: int, length: int = 50, cue_window: int = 5, seed: int = 0) -> dict:
+    """Draw sequences of random +-1 values with one marked value that must be recalled at the end.
+
+    Channel 0 is a stream of random +-1 values; channel 1 is a marker that is 1 at a single step
+    within the first ``cue_window`` steps and 0 elsewhere. The label is 1 if the marked value is +1.
+    To answer, a network must store one value and keep it unchanged through at least
+    ``length - cue_window`` look-alike values that follow (chance accuracy is 0.5).
+
+    Args:
+        num_sequences: number of sequences ``N``.
+        length: time steps per sequence ``T``.
+        cue_window: the marker falls on one of the first ``cue_window`` steps (``1 <= cue_window <= T``).
+        seed: integer seed; the same arguments always give the same sequences.
+
+    Returns:
+        dict with ``sequence`` float32 ``(N, T, 2)`` (value, marker), ``label`` int32 ``(N,)``,
+        ``cue`` int32 ``(N,)`` (the marked step) and ``delay`` int32 ``(N,)`` (steps from the
+        marked value to the end, ``T - 1 - cue``).
+    """
+    n = _check_count("num_sequences", num_sequences, 1)
+    length = _check_count("length", length, 2)
+    cue_window = _check_count("cue_window", cue_window, 1)
+    if cue_window > length:
+        raise ValueError(f"`cue_window` must be <= `length` ({length}), got {cue_window}.")
+    rng = np.random.default_rng(seed)
+    sequence = np.zeros((n, length, 2), np.float32)
+    sequence[..., 0] = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n, length))
+    cue = rng.integers(0, cue_window, size=n).astype(np.int32)
+    rows = np.arange(n)
+    sequence[rows, cue, 1] = 1.0
+    return {
+        "sequence": sequence,
+        "label": (sequence[rows, cue, 0] > 0).astype(np.int32),
+        "cue": cue,
+        "delay": (length - 1 - cue).astype(np.int32),
     }

@@ -115,3 +115,34 @@ def test_tutorial_sized_datasets_are_fast():
     make_cine_dataset(128, num_frames=16, image_size=32, seed=0)
     make_ecg_dataset(300, length=1000, seed=0)
     assert time.perf_counter() - start < 6.0  # about 1.5 s on 2 cores
+
+
+def test_recall_label_is_the_marked_value_and_the_rest_looks_alike():
+    from data_utils.synthetic import make_recall_dataset
+
+    data = make_recall_dataset(400, length=30, cue_window=5, seed=3)
+    x, label, cue = data["sequence"], data["label"], data["cue"]
+    assert x.shape == (400, 30, 2) and x.dtype == np.float32 and label.dtype == np.int32
+    np.testing.assert_array_equal(x[..., 1].sum(axis=1), 1.0)  # exactly one marker per sequence
+    np.testing.assert_array_equal(x[..., 1].argmax(axis=1), cue)
+    assert cue.min() >= 0 and cue.max() <= 4 and len(np.unique(cue)) == 5
+    np.testing.assert_array_equal(label, (x[np.arange(400), cue, 0] > 0).astype(np.int32))
+    np.testing.assert_array_equal(data["delay"], 29 - cue)
+    assert set(np.unique(x[..., 0])) == {-1.0, 1.0}
+    assert 0.4 < label.mean() < 0.6  # balanced on average: chance is 0.5
+    # The last value says nothing about the label: only memory can solve the task.
+    assert abs(np.mean((x[:, -1, 0] > 0) == label) - 0.5) < 0.1
+    again = make_recall_dataset(400, length=30, cue_window=5, seed=3)
+    np.testing.assert_array_equal(again["sequence"], x)
+    assert not np.array_equal(make_recall_dataset(400, length=30, cue_window=5, seed=4)["sequence"], x)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_sequences": 0}, "num_sequences"),
+    ({"num_sequences": 4, "length": 1}, "length"),
+    ({"num_sequences": 4, "cue_window": 0}, "cue_window"),
+    ({"num_sequences": 4, "length": 10, "cue_window": 11}, "cue_window"),
+])
+def test_recall_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sequences.make_recall_dataset(**kwargs)

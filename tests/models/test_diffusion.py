@@ -169,6 +169,29 @@ def test_samplers_are_pure_functions_of_the_seed():
     assert np.all(np.abs(a) <= 1.0 + 1e-6)  # x0 is clipped, and the last step returns it
 
 
+class _DtypeRecorder:
+    """Stands in for a network: records the dtype of every image batch a sampler hands it."""
+
+    def __init__(self):
+        self.dtypes = set()
+
+    def predict_on_batch(self, inputs):
+        self.dtypes.add(np.asarray(inputs[0]).dtype)
+        return np.zeros_like(inputs[0])
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_samplers_feed_the_network_float32_at_every_step(sampler):
+    """A float64 batch half-way (NumPy 2 promotes float32 x float64 scalar) retraces the network's predict."""
+    schedule = linear_schedule(10)
+    recorder = _DtypeRecorder()
+    if sampler == "ddpm":
+        ddpm_sample(recorder, schedule, (2, 4, 4, 1), seed=0)
+    else:
+        ddim_sample(recorder, schedule, (2, 4, 4, 1), seed=0, num_steps=5, eta=1.0)
+    assert recorder.dtypes == {np.dtype("float32")}
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
