@@ -289,13 +289,16 @@ def test_marker_environment_and_secrets_do_not_reach_student_code(tmp_path, inst
     fake_predict(fork, "background()\nfor k, v in sorted(os.environ.items()):\n    print('ENV', k, '=', v)\n"
                        "print('HOME-FILES', os.listdir(os.environ['HOME']))\n")
     secrets = {"CI_JOB_TOKEN": "tok-123456", "MARKING_INSTRUCTOR_DIR": str(instructor), "AWS_SECRET_ACCESS_KEY": "aws-987",
-               "GITLAB_TOKEN": "glpat-xyz", "PYTHONPATH": str(REPO)}
+               "GITLAB_TOKEN": "glpat-xyz",
+               # A marker entry of its own: the repository path itself is legitimately part of PATH in CI.
+               "PYTHONPATH": f"{REPO}{os.pathsep}/pythonpath-marker-5721"}
     proc, report, out = mark_fork(fork, instructor, "predict_contract", run_dir=given_run, env=secrets)
     assert proc.returncode == 0, proc.stderr[-2000:]
     log = step_log(out, "predict")
     assert "ENV HOME" in log and "HOME-FILES []" in log
     for name, value in secrets.items():
-        assert f"ENV {name} " not in log and value not in log
+        leaked = value.split(os.pathsep)[-1]  # for PYTHONPATH: its marker entry
+        assert f"ENV {name} " not in log and leaked not in log
     assert "ENV MARKING_" not in log and "ENV CI" not in log
 
 
