@@ -22,15 +22,15 @@
 # `TUTORIAL_QUICK=1` for the short run.
 
 # %%
-# Setup: in a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
+# Setup: inside a checkout of the kit this cell only finds tutorials/ (from there or from the repository root);
 # on a fresh machine or Colab it first clones the kit from KIT_URL (your course's copy) and installs it.
+# (Every notebook carries this cell because a notebook must run on its own.)
 QUICK = False  # True, or the environment variable TUTORIAL_QUICK=1, chooses the short run
-import os, subprocess, sys  # noqa: E401
-kit = next((d for d in (sys.path[0], ".", "tutorials") if os.path.isfile(os.path.join(d, "common.py"))), None)
-if kit is None:  # not inside the kit (set os.environ["KIT_URL"] to your course's git URL first)
-    subprocess.run(f"git clone -q {os.environ['KIT_URL']} kit && {sys.executable} -m pip install -q -r kit/requirements.txt", shell=True, check=True)
-    kit = "kit/tutorials"
-sys.path.insert(0, os.path.abspath(kit))
+import os, sys  # noqa: E401
+kit = next((d for d in (sys.path[0], ".", "tutorials", "kit/tutorials") if os.path.isfile(os.path.join(d or ".", "common.py"))), None)
+if kit is None and os.system(f"git clone -q {os.environ.get('KIT_URL', '')} kit && {sys.executable} -m pip install -q -r kit/requirements.txt"):
+    raise RuntimeError("could not clone and install the kit from KIT_URL (set os.environ['KIT_URL'] to your course's git URL)")
+sys.path.insert(0, os.path.abspath(kit or "kit/tutorials"))
 import common  # noqa: E402
 
 # %%

@@ -1,6 +1,7 @@
 """tutorials/common.py: settings from command line, environment and QUICK; seeding; figures; the summary check."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,41 @@ def test_script_mode_from_another_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout and "--seed" in proc.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def _setup_cell(script: Path) -> str:
+    """The first code cell of a tutorial (the setup cell), as text."""
+    jupytext = pytest.importorskip("jupytext")
+    return next(c.source for c in jupytext.read(script).cells if c.cell_type == "code")
+
+
+def test_every_tutorial_starts_with_the_same_setup_cell():
+    scripts = sorted(p for p in (REPO_ROOT / "tutorials").glob("*.py") if p.stem != "common")
+    cells = {p.name: _setup_cell(p) for p in scripts}
+    assert len(set(cells.values())) == 1, "the setup cells differ: " + ", ".join(sorted(cells))
+
+
+def test_setup_cell_clones_the_kit_on_a_fresh_machine_and_nothing_inside_a_checkout(tmp_path: Path):
+    """On a fresh machine the cell clones KIT_URL into ./kit, installs it and imports common from there;
+    run again (or inside a checkout) it clones nothing. pip is replaced by /bin/true: no network."""
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("the kit is not a git checkout here: nothing to clone from")
+    cell = _setup_cell(REPO_ROOT / "tutorials" / "mlp_from_scratch.py")
+    fresh = tmp_path / "colab"
+    fresh.mkdir()
+    origin = tmp_path / "origin"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{REPO_ROOT}", str(origin)], check=True)
+    program = ("import sys; sys.executable = '/bin/true'; sys.path[0] = ''\n" + cell +
+               "\nprint('COMMON', common.__file__)")
+    env = {**os.environ, "KIT_URL": str(origin), "PYTHONPATH": ""}
+    for attempt in ("first", "again"):
+        run = subprocess.run([sys.executable, "-c", program], cwd=fresh, env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, f"{attempt}: {run.stderr[-2000:]}"
+        assert f"COMMON {fresh / 'kit' / 'tutorials' / 'common.py'}" in run.stdout, run.stdout
+    inside = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT / "tutorials", env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert f"COMMON {REPO_ROOT / 'tutorials' / 'common.py'}" in inside.stdout, inside.stderr[-2000:]
+    broken = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env={**env, "KIT_URL": str(tmp_path / "nowhere")},
+                            capture_output=True, text=True, timeout=120)
+    assert broken.returncode != 0 and "KIT_URL" in broken.stderr
