@@ -60,7 +60,6 @@ LABEL_SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
 WEIGHT_NOISE = 0.005
 PATIENCE = tut.pick(15, 8)  # early stopping: epochs without val-loss improvement
-STOP_FROM = tut.pick(0, 10)  # quick: no early stop before epoch 10 (the regularised net starts slowly)
 MC_SAMPLES = tut.pick(30, 6)  # stochastic forward passes for MC dropout
 
 # %% [markdown]
@@ -84,14 +83,6 @@ x_test, y_test = images[NUM_TRAIN + NUM_VAL:], labels[NUM_TRAIN + NUM_VAL:]
 num_classes = len(class_names)
 y_train_1h, y_val_1h = np.eye(num_classes, dtype="float32")[y_train], np.eye(num_classes, dtype="float32")[y_val]
 
-# Both networks read the training set through one endless tf.data pipeline and `fit(...,
-# steps_per_epoch=...)`: a pipeline that ends every epoch is rebuilt every epoch, and on a small set
-# rebuilding it (the augmentation graph below especially) costs more than the epoch's training.
-STEPS_PER_EPOCH = -(-NUM_TRAIN // BATCH_SIZE)  # every image once per epoch (the last batch is smaller)
-train_batches = (tf.data.Dataset.from_tensor_slices({"image": x_train, "label": y_train})
-                 .shuffle(NUM_TRAIN, seed=tut.seed).batch(BATCH_SIZE).repeat())
-val_batches = tf.data.Dataset.from_tensor_slices((x_val, y_val_1h)).batch(NUM_VAL).cache()
-
 
 def build(dropout=0.0):
     tut.reseed()  # the same initial weights for both networks (the kit's seeding, training.reproducibility)
@@ -110,8 +101,8 @@ def accuracy(model, x, y):
 # %%
 baseline = build()
 baseline.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="categorical_crossentropy", metrics=["accuracy"])
-plain_ds = train_batches.map(lambda element: (element["image"], tf.one_hot(element["label"], num_classes)))
-base_history = baseline.fit(plain_ds, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH, validation_data=val_batches, verbose=0,
+base_history = baseline.fit(x_train, y_train_1h, epochs=EPOCHS, batch_size=BATCH_SIZE,
+                            validation_data=(x_val, y_val_1h), verbose=0,
                             callbacks=[tut.progress("baseline"), tut.tensorboard("baseline")]).history
 base_train_acc, base_test_acc = accuracy(baseline, x_train, y_train), accuracy(baseline, x_test, y_test)
 print(f"baseline: train accuracy {base_train_acc:.3f}, test accuracy {base_test_acc:.3f}")
@@ -143,9 +134,11 @@ def augment_batch(element, seed):
     return image, label
 
 
-randoms = tf.data.Dataset.random(seed=tut.seed).batch(2)  # endless: a fresh pair of seeds for every batch
-train_ds = tf.data.Dataset.zip((train_batches, randoms)).map(
-    lambda element, seed: augment_batch(element, seed))  # in line: cheaper than threads for batches this small
+randoms = tf.data.Dataset.random(seed=tut.seed, rerandomize_each_iteration=True).batch(2)  # new seeds every epoch
+train_ds = (tf.data.Dataset.from_tensor_slices({"image": x_train, "label": y_train})
+            .shuffle(NUM_TRAIN, seed=tut.seed).batch(BATCH_SIZE))
+train_ds = tf.data.Dataset.zip((train_ds, randoms)).map(
+    lambda element, seed: augment_batch(element, seed), num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 example_images, example_labels = next(iter(train_ds))
 fig, axes = plt.subplots(2, 6, figsize=(11, 4))
@@ -181,8 +174,8 @@ print(f"L2 penalty on {num_penalised} kernels; penalty at initialisation {regula
 regularised.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING), metrics=["accuracy"])
 callbacks = [regularization.WeightNoise(stddev=WEIGHT_NOISE, seed=tut.seed),
-             regularization.early_stopping("val_loss", mode="min", patience=PATIENCE, start_from_epoch=STOP_FROM)]
-reg_history = regularised.fit(train_ds, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH, validation_data=val_batches, verbose=0,
+             regularization.early_stopping("val_loss", mode="min", patience=PATIENCE)]
+reg_history = regularised.fit(train_ds, epochs=EPOCHS, validation_data=(x_val, y_val_1h), verbose=0,
                               callbacks=callbacks + [tut.progress("regularised"), tut.tensorboard("regularised")]).history
 stopped_after = len(reg_history["loss"])
 reg_train_acc, reg_test_acc = accuracy(regularised, x_train, y_train), accuracy(regularised, x_test, y_test)
