@@ -128,21 +128,25 @@ def _upsample_axis_by(x, axis, factor, n_out):
     """Linear upsampling by an integer ``factor`` along ``axis`` (corners aligned), cut to ``n_out``.
 
     ``out[f k + j] = x[k] + (x[k + 1] - x[k]) j / f``: slices, one broadcast blend and a reshape,
-    with no gather (XLA would recompute a gather in every fused consumer).
+    with no gather (XLA would recompute a gather in every fused consumer). Only ``axis`` needs a
+    static size (the batch may be unknown, as in ``tf.data``).
     """
-    shape = list(x.shape)
-    n_in = int(shape[axis])
-    starts = [0] * len(shape)
-    lower = ops.slice(x, starts, shape[:axis] + [n_in - 1] + shape[axis + 1:])
-    upper = ops.slice(x, starts[:axis] + [1] + starts[axis + 1:], shape[:axis] + [n_in - 1] + shape[axis + 1:])
-    steps = [1] * (len(shape) + 1)
+    ndim = len(x.shape)
+    n_in = int(x.shape[axis])
+
+    def along(start, size):  # x[..., start:start + size, ...] on `axis`, everything elsewhere
+        return ops.slice(x, [start if a == axis else 0 for a in range(ndim)],
+                         [size if a == axis else -1 for a in range(ndim)])
+
+    lower, upper = along(0, n_in - 1), along(1, n_in - 1)
+    steps = [1] * (ndim + 1)
     steps[axis + 1] = factor
     frac = ops.reshape(ops.arange(factor, dtype=x.dtype) / float(factor), steps)
     blended = ops.expand_dims(lower, axis + 1) + ops.expand_dims(upper - lower, axis + 1) * frac
-    merged = ops.reshape(blended, [-1] + shape[1:axis] + [(n_in - 1) * factor] + shape[axis + 1:])
-    last = ops.slice(x, starts[:axis] + [n_in - 1] + starts[axis + 1:], shape[:axis] + [1] + shape[axis + 1:])
-    out = ops.concatenate([merged, last], axis=axis)
-    return ops.slice(out, starts, shape[:axis] + [n_out] + shape[axis + 1:])
+    dims = ops.shape(x)
+    merged = ops.reshape(blended, [dims[a] if a != axis else (n_in - 1) * factor for a in range(ndim)])
+    out = ops.concatenate([merged, along(n_in - 1, 1)], axis=axis)
+    return ops.slice(out, [0] * ndim, [n_out if a == axis else -1 for a in range(ndim)])
 
 
 def upsample_linear(x, out_shape, ratios):
