@@ -63,11 +63,12 @@ class AugmentBenchConfig:
 
     quick: bool = field(False, "smoke run: 1 round, fewer samples (noisy)")
     repeats: int = field(3, "interleaved rounds (kit, MONAI, kit, ...); medians are quoted")
-    volumes: int = field(24, "3D volumes timed per measurement (2D: 16x as many slices)")
+    volumes: int = field(16, "3D volumes timed per measurement (2D: 16x as many slices; MONAI half as many)")
     cases: tuple[str, ...] = field(("3d", "3d-elastic", "2d"), "chains to measure", choices=tuple(CASES))
     cores: int = field(2, "CPU cores each side may use (torch threads, TensorFlow pools, affinity)")
     monai: bool = field(True, "measure MONAI too (needs monai and torch)")
     sliding_window: bool = field(True, "also time sliding-window inference of a 256x256x128 volume")
+    breakdown: bool = field(True, "also time each piece of the kit's 3D chain alone (where the time goes)")
     out_dir: str = field("results/benchmarks", "folder for augment.md and augment.json")
 
 
@@ -129,6 +130,63 @@ def kit_worker(case: str, count: int, cores: int) -> dict:
         el["image"].numpy(), el["label"].numpy()
     return {"samples_per_s": batches * spec["batch"] / (time.perf_counter() - start), "samples": batches * spec["batch"],
             "version": f"TensorFlow {tf.__version__}"}
+
+
+def breakdown_worker(cores: int, batches: int = 6) -> dict:
+    """Milliseconds per batch of each piece of the kit's 3D chain, each timed alone (median of ``batches``).
+
+    The pieces are what ``Compose(..., jit_compile=True)`` runs for one batch of two 96^3 volumes
+    with labels: the random draws of flip and affine, the elastic field (drawn and smoothed at
+    coarse resolution, then upsampled in its own XLA program), the XLA resampling of image and
+    label without and with the elastic field, each intensity step, and the whole chain.
+    """
+    pin_cores(cores)
+    import statistics
+
+    import tensorflow as tf
+
+    from data_utils import augment
+    from data_utils.augment import spatial as aug_spatial
+
+    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    tf.config.threading.set_inter_op_parallelism_threads(cores)
+    spec = CASES["3d-elastic"]
+    shape = [spec["size"]] * spec["rank"]
+    image, label = (tf.constant(a) for a in make_data(spec["rank"], spec["size"], spec["batch"]))
+    batch = spec["batch"]
+    flip_step = augment.Flip(prob=0.5)
+    affine_step = augment.Affine(rotation=ROTATION, scale=SCALE, translation=TRANSLATION)
+    elastic_step = augment.Elastic(sigma=ELASTIC_SIGMA, magnitude=ELASTIC_MAGNITUDE)
+    graph = lambda f: tf.function(f, autograph=False)  # noqa: E731 - graph mode, as in tf.data
+    draw_matrices = graph(lambda s: [flip_step.draw_transform(s, batch, shape)[1],
+                                     affine_step.draw_transform(s, batch, shape)[1]])
+    field = graph(lambda s: aug_spatial.realize_for_xla(elastic_step.draw_transform(s, batch, shape), shape)[1])
+    seed = tf.constant([1, 2])
+    matrices = [("affine", m) for m in draw_matrices(seed)]
+    displacement = ("displacement", field(seed))
+    pieces = {
+        "flip + affine draws": lambda: draw_matrices(seed),
+        "elastic field (draw, smooth, upsample)": lambda: field(seed),
+        "resampling, flip + affine": lambda: aug_spatial._resample_xla(image, label, matrices, "reflection", "linear"),
+        "resampling, flip + affine + elastic": lambda: aug_spatial._resample_xla(
+            image, label, matrices + [displacement], "reflection", "linear"),
+    }
+    for step in kit_chain(False).transforms[2:]:
+        run = graph(lambda x, s, step=step: step(x, s))
+        pieces[type(step).__name__] = lambda run=run: run(image, seed)
+    for elastic in (False, True):
+        chain = kit_chain(elastic)
+        run = graph(lambda x, y, s, chain=chain: chain.augment(x, y, s))
+        pieces["whole chain" + (" with elastic" if elastic else "")] = lambda run=run: run(image, label, seed)
+    times = {name: [] for name in pieces}
+    for fn in pieces.values():  # trace and compile
+        tf.nest.map_structure(lambda t: t.numpy(), fn())
+    for _ in range(batches):  # interleaved, so that every piece sees the same load
+        for name, fn in pieces.items():
+            start = time.perf_counter()
+            tf.nest.map_structure(lambda t: t.numpy(), fn())
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 # ----------------------------------------------------------------------------------------- MONAI
@@ -240,11 +298,15 @@ def measure(cfg: AugmentBenchConfig) -> dict:
             monai = (common.run_in_fresh_process(monai_worker, case, max(4, count // 2), cfg.cores, env=env)
                      if cfg.monai else None)
             entry[case] = {"kit": kit, "monai": monai, "load_average": common.load_average()}
-            print(f"round {r + 1}/{cfg.repeats} {case}: kit {kit['samples_per_s']:.2f}"
-                  + (f", MONAI {monai['samples_per_s']:.2f}" if monai else "") + " samples/s", flush=True)
+            unit = "images/s" if CASES[case]["rank"] == 2 else "volumes/s"
+            print(f"round {r + 1}/{cfg.repeats}, {CASES[case]['title']}: kit {kit['samples_per_s']:.2f} {unit}"
+                  + (f", MONAI {monai['samples_per_s']:.2f} {unit}, "
+                     f"kit/MONAI {kit['samples_per_s'] / monai['samples_per_s']:.1f}x" if monai else "")
+                  + f" (load {entry[case]['load_average'][0]:.1f})", flush=True)
         rounds.append(entry)
     sw = common.run_in_fresh_process(sliding_window_worker, cfg.cores, env=env) if cfg.sliding_window else None
-    return {"rounds": rounds, "sliding_window": sw}
+    parts = common.run_in_fresh_process(breakdown_worker, cfg.cores, env=env) if cfg.breakdown else None
+    return {"rounds": rounds, "sliding_window": sw, "breakdown": parts}
 
 
 def report(cfg: AugmentBenchConfig, raw: dict, info: dict, load_end: list[float]) -> tuple[str, dict]:
@@ -286,6 +348,11 @@ def report(cfg: AugmentBenchConfig, raw: dict, info: dict, load_end: list[float]
             f"memory rose by {sw['increase_mib']:.0f} MiB during inference (input {sw['input_mib']:.0f} MiB, 4-class output "
             f"{sw['out_mib']:.0f} MiB; whole-process peak {sw['max_rss_mib']:.0f} MiB).")
         summary["sliding_window"] = sw
+    parts = raw.get("breakdown")
+    if parts:
+        notes.append("Where the kit's 3D time goes (one batch of two 96^3 volumes with labels, each piece timed alone, "
+                     "medians in ms per batch): " + "; ".join(f"{name} {ms:.0f}" for name, ms in parts.items()) + ".")
+        summary["breakdown_ms_per_batch"] = parts
     return "\n".join(lines + notes), summary
 
 
