@@ -23,6 +23,7 @@ import keras
 from keras import layers
 
 from models.blocks import (
+    BN_MOMENTUM,
     avg_pool,
     classifier_head,
     conv,
@@ -30,6 +31,7 @@ from models.blocks import (
     max_pool,
     spatial_rank,
     zero_pad,
+    set_bn_momentum,
 )
 from models.registry import register
 
@@ -107,6 +109,7 @@ def vgg(
     dropout: float = 0.5,
     final_activation: str | None = "softmax",
     *,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "vgg",
 ) -> keras.Model:
     """A VGG-style network for 2D images or 3D volumes (rank from ``input_shape``).
@@ -124,6 +127,8 @@ def vgg(
             far fewer parameters; the usual choice for 3D volumes).
         dropout: dropout after each hidden dense layer (0.5 in the paper; no parameters).
         final_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` for logits.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -145,7 +150,7 @@ def vgg(
         outputs = _dense_head(x, fc_units, num_classes, dropout, final_activation)
     else:
         outputs = classifier_head(x, num_classes, activation=final_activation, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 def _check_divisible(who, input_shape, factor, need_known):

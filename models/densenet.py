@@ -18,6 +18,7 @@ import keras
 from keras import layers
 
 from models.blocks import (
+    BN_MOMENTUM,
     classifier_head,
     conv_norm_act,
     dense_block,
@@ -25,6 +26,7 @@ from models.blocks import (
     normalization,
     spatial_rank,
     transition,
+    set_bn_momentum,
 )
 from models.registry import register
 
@@ -59,6 +61,7 @@ def densenet(
     stem: str = "imagenet",
     final_activation: str | None = "softmax",
     *,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "densenet",
 ) -> keras.Model:
     """A DenseNet-BC classifier; the spatial rank (2D or 3D) comes from ``input_shape``.
@@ -80,6 +83,8 @@ def densenet(
         stem: ``"imagenet"`` (``7x7`` stride 2 + ``3x3`` max pool stride 2) or ``"small"``
             (one ``3x3`` convolution, for inputs of 32-64 pixels).
         final_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` for logits.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -113,7 +118,7 @@ def densenet(
     x = normalization(norm, name="final_norm")(x)
     x = layers.Activation("relu", name="final_act")(x)
     outputs = classifier_head(x, num_classes, activation=final_activation)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 @register(

@@ -26,6 +26,7 @@ import keras
 from keras import layers
 
 from models import blocks
+from models.blocks import BN_MOMENTUM, set_bn_momentum
 from models.registry import register
 
 CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
@@ -181,6 +182,7 @@ def cnn_lstm(
     per_frame: bool = False,
     norm: str = "batch",
     dropout: float = 0.0,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "cnn_lstm",
 ) -> keras.Model:
     """CNN-LSTM for sequences of frames: a shared CNN encodes each frame, an LSTM reads the codes.
@@ -197,6 +199,8 @@ def cnn_lstm(
             frame); ``False`` labels the whole clip ``(B, num_classes)``.
         norm: normalisation inside the frame encoder.
         dropout: dropout on the LSTM input.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
         Model ``(B, T, *frame) -> (B, num_classes)`` or ``(B, T, num_classes)``.
@@ -214,7 +218,7 @@ def cnn_lstm(
     x = _recurrent_layer("lstm", lstm_units, return_sequences=per_frame,
                          bidirectional=bidirectional, dropout=dropout, name="lstm")(x)
     outputs = _head(x, num_classes, "probabilities")
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 # Registry: one name per cell type, so a config file can say "gru_classifier".

@@ -18,7 +18,15 @@ from collections.abc import Sequence
 
 import keras
 
-from models.blocks import classifier_head, conv_norm_act, max_pool, residual_block, spatial_rank
+from models.blocks import (
+    BN_MOMENTUM,
+    classifier_head,
+    conv_norm_act,
+    max_pool,
+    residual_block,
+    set_bn_momentum,
+    spatial_rank,
+)
 from models.registry import register
 
 STEMS = ("imagenet", "small")
@@ -47,6 +55,7 @@ def resnet(
     dropout: float = 0.0,
     final_activation: str | None = "softmax",
     *,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "resnet",
 ) -> keras.Model:
     """A ResNet classifier; the spatial rank (2D or 3D) comes from ``input_shape``.
@@ -67,6 +76,8 @@ def resnet(
             ``"small"`` (one ``3x3`` convolution, no down-sampling; for inputs of 32-64 pixels).
         dropout: dropout before the classifier (0 in the paper).
         final_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` for logits.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -99,7 +110,7 @@ def resnet(
                 name=f"stage{stage + 1}_block{b + 1}",
             )
     outputs = classifier_head(x, num_classes, activation=final_activation, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 _PRESET_DEFAULTS = dict(input_shape=(224, 224, 3), num_classes=1000)

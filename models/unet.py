@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from models.blocks import (
+    BN_MOMENTUM,
     attention_gate,
     conv,
     conv_norm_act,
@@ -31,6 +32,7 @@ from models.blocks import (
     spatial_dropout,
     spatial_rank,
     upsample,
+    set_bn_momentum,
 )
 from models.registry import register
 
@@ -190,6 +192,7 @@ def unet(
     kernel_size: int = 3,
     activation: str = "relu",
     max_filters: int | None = None,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "unet",
 ) -> keras.Model:
     """A U-Net for 2D or 3D segmentation; the spatial rank comes from ``input_shape``.
@@ -222,6 +225,8 @@ def unet(
         kernel_size: kernel of those convolutions (3 in the paper).
         activation: activation after each normalisation.
         max_filters: optional cap on the channels of the deep levels (handy for 3D on a laptop).
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -282,7 +287,7 @@ def unet(
     outputs = layers.Activation(
         final_activation or "linear", dtype="float32", name="probabilities"
     )(x)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 @register(
