@@ -212,8 +212,10 @@ def patchgan_discriminator(
 ) -> keras.Model:
     """PatchGAN discriminator (Isola et al. 2017): one real/fake logit per image patch.
 
-    The source and target images are concatenated; ``len(filters) - 1`` stride-2 ``Ck`` units and one
-    stride-1 unit follow, then a stride-1 conv to one channel. With the defaults each output logit
+    It takes the source and target images as one tensor, concatenated along channels (source first),
+    which is what :class:`training.adversarial.Pix2PixTrainer` feeds its discriminator;
+    ``len(filters) - 1`` stride-2 ``Ck`` units and one stride-1 unit follow, then a stride-1 conv to
+    one channel. With the defaults each output logit
     sees a 70x70 patch of a 256x256 input and the output map is 30x30.
 
     Args:
@@ -224,13 +226,13 @@ def patchgan_discriminator(
             lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
-        Model ``[(B, *input_shape), (B, *spatial, target_channels)] -> (B, *patch_grid, 1)`` logits.
+        Model ``(B, *spatial, C + target_channels) -> (B, *patch_grid, 1)`` logits, where ``C`` is
+        ``input_shape[-1]``: ``concat([source, target], axis=-1)`` in.
     """
     rank = _check_divisible(input_shape, len(filters) - 1, "patchgan_discriminator")
     target_channels = target_channels or input_shape[-1]
-    source = keras.Input(shape=tuple(input_shape), name="source")
-    target = keras.Input(shape=(*input_shape[:-1], target_channels), name="target")
-    x = layers.Concatenate(name="pair")([source, target])
+    pair = keras.Input(shape=(*input_shape[:-1], input_shape[-1] + target_channels), name="pair")
+    x = pair
     for i, f in enumerate(filters[:-1]):
         x = _down(x, f, rank, norm=i > 0, name=f"down{i + 1}")
     x = blocks.zero_pad(rank, 1, name="pad1")(x)
@@ -241,4 +243,4 @@ def patchgan_discriminator(
     x = blocks.zero_pad(rank, 1, name="pad2")(x)
     x = blocks.conv(rank, 1, 4, padding="valid", kernel_initializer=_init(), name="logit_conv")(x)
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
-    return set_bn_momentum(keras.Model([source, target], logits, name=name), bn_momentum)
+    return set_bn_momentum(keras.Model(pair, logits, name=name), bn_momentum)
