@@ -18,12 +18,20 @@ def test_output_is_a_class_distribution_in_2d_and_3d(input_shape, rng):
     np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
 
 
-def test_channels_grow_by_growth_rate_and_transitions_compress():
+def test_channels_grow_by_growth_rate_and_transitions_compress(rng):
     model = densenet((16, 16, 1), 2, **SMALL)
     # stem 8 + 2 layers x 4 = 16 channels; the transition keeps half (8) and halves the grid.
     assert model.get_layer("block1_layer2_concat").output.shape == (None, 16, 16, 16)
     assert model.get_layer("transition1_pool").output.shape == (None, 8, 8, 8)
     assert model.get_layer("block2_layer2_concat").output.shape == (None, 8, 8, 16)
+    # Dense connectivity: the block's output carries the stem's features unchanged in its first
+    # 8 channels, and each layer's 4 new ones after them.
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in
+                                      ("stem_act", "block1_layer1_concat", "block1_layer2_concat")])
+    stem, first, second = (keras.ops.convert_to_numpy(t) for t in probe(rng.normal(size=(2, 16, 16, 1))))
+    np.testing.assert_array_equal(second[..., :8], stem)
+    np.testing.assert_array_equal(second[..., :12], first)
+    assert not np.allclose(second[..., 12:], 0)
 
 
 @pytest.mark.slow
