@@ -33,7 +33,7 @@ from models.blocks import (
     zero_pad,
     set_bn_momentum,
 )
-from models.registry import register
+from models.registry import preset, register
 
 _TOPIC = "CNNs: classic architectures"
 HEADS = ("flatten", "gap")
@@ -163,17 +163,19 @@ def _check_divisible(who, input_shape, factor, need_known):
         raise ValueError(f"{who}: every spatial size must be at least {factor}; got {spatial}")
 
 
-@register(
-    "vgg11",
+# What the registry knows of both VGG presets (the ImageNet configuration; a small one to test).
+_VGG_PRESET = dict(
     family="VGG",
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
-    example=dict(
-        input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)
-    ),
+    example=dict(input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)),
 )
-def vgg11(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+
+
+vgg11 = preset(
+    "vgg11",
+    vgg,
     """VGG-11 (Simonyan and Zisserman 2015, configuration A): 132,863,336 parameters on ImageNet.
 
     Args:
@@ -181,22 +183,15 @@ def vgg11(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> kera
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "vgg11")
-    return vgg(input_shape, num_classes, convs_per_stage=(1, 1, 2, 2, 2), **kwargs)
-
-
-@register(
-    "vgg16",
-    family="VGG",
-    topic=_TOPIC,
-    ranks=(2, 3),
-    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
-    example=dict(
-        input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)
-    ),
+    """,
+    fixed=dict(convs_per_stage=(1, 1, 2, 2, 2)),
+    **_VGG_PRESET,
 )
-def vgg16(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+
+
+vgg16 = preset(
+    "vgg16",
+    vgg,
     """VGG-16 (Simonyan and Zisserman 2015, configuration D): 138,357,544 parameters on ImageNet.
 
     Same layers and count as ``keras.applications.VGG16`` (which leaves out the paper's dropout; it
@@ -207,9 +202,10 @@ def vgg16(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> kera
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "vgg16")
-    return vgg(input_shape, num_classes, convs_per_stage=(2, 2, 3, 3, 3), **kwargs)
+    """,
+    fixed=dict(convs_per_stage=(2, 2, 3, 3, 3)),
+    **_VGG_PRESET,
+)
 
 
 @register(

@@ -28,7 +28,7 @@ from models.blocks import (
     transition,
     set_bn_momentum,
 )
-from models.registry import register
+from models.registry import preset, register
 
 _TOPIC = "CNN architectures: DenseNet"
 
@@ -121,15 +121,9 @@ def densenet(
     return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
-@register(
+densenet121 = preset(
     "densenet121",
-    family="DenseNet",
-    topic=_TOPIC,
-    ranks=(2, 3),
-    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
-    example=dict(input_shape=(32, 32, 1), num_classes=3, growth_rate=4, init_filters=8),
-)
-def densenet121(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+    densenet,
     """DenseNet-121 (Huang et al. 2017, Table 1): blocks ``(6, 12, 24, 16)``, ``k = 32``, BC variant.
 
     Paper, torchvision and ``keras.applications.DenseNet121`` agree (no convolution biases):
@@ -140,7 +134,12 @@ def densenet121(input_shape: Sequence[int | None], num_classes: int, **kwargs) -
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "densenet121")
-    kwargs.setdefault("growth_rate", 32)
-    return densenet(input_shape, num_classes, blocks=(6, 12, 24, 16), **kwargs)
+    """,
+    fixed=dict(blocks=(6, 12, 24, 16)),
+    settable=dict(growth_rate=32),
+    family="DenseNet",
+    topic=_TOPIC,
+    ranks=(2, 3),
+    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
+    example=dict(input_shape=(32, 32, 1), num_classes=3, growth_rate=4, init_filters=8),
+)

@@ -34,7 +34,7 @@ from models.blocks import (
     upsample,
     set_bn_momentum,
 )
-from models.registry import register
+from models.registry import preset, register
 
 UPSAMPLING = ("transpose", "resize")
 PADDING = ("same", "valid")
@@ -342,15 +342,9 @@ def unet_2015(
     return unet(input_shape, num_classes, padding=padding, **config)
 
 
-@register(
+attention_unet = preset(
     "attention_unet",
-    family="U-Net",
-    topic=_TOPIC,
-    ranks=(2, 3),
-    defaults=dict(input_shape=(128, 128, 1), num_classes=4, depth=4, base_filters=16),
-    example=dict(input_shape=(16, 16, 1), num_classes=3, depth=2, base_filters=4),
-)
-def attention_unet(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+    unet,
     """Attention U-Net (Oktay et al., MIDL 2018): a U-Net whose skip connections pass attention gates.
 
     Each gate uses the coarser decoder features as gating signal and produces an attention map in
@@ -365,6 +359,11 @@ def attention_unet(input_shape: Sequence[int | None], num_classes: int, **kwargs
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "attention_unet")
-    return unet(input_shape, num_classes, attention=True, **kwargs)
+    """,
+    fixed=dict(attention=True),
+    family="U-Net",
+    topic=_TOPIC,
+    ranks=(2, 3),
+    defaults=dict(input_shape=(128, 128, 1), num_classes=4, depth=4, base_filters=16),
+    example=dict(input_shape=(16, 16, 1), num_classes=3, depth=2, base_filters=4),
+)
