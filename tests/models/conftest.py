@@ -1,4 +1,4 @@
-"""Fixtures shared by the model-zoo tests: a `.keras` save/load round-trip check."""
+"""Fixtures shared by the model-zoo tests: a `.keras` round-trip check, toy tasks and a training check."""
 
 import keras
 import numpy as np
@@ -66,3 +66,20 @@ def count_trainable(model: keras.Model) -> int:
 def trainable_params():
     """Return :func:`count_trainable` (fixtures are how test modules share helpers here)."""
     return count_trainable
+
+
+def fit_classifier(model: keras.Model, train, test, *, learning_rate: float, epochs: int, batch_size: int = 16):
+    """Train a classifier (Adam, sparse cross-entropy) on ``train = (x, y)``; score it on ``test``.
+
+    Returns:
+        ``(first epoch's loss, last epoch's loss, accuracy on test)``.
+    """
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss = model.fit(*train, batch_size=batch_size, epochs=epochs, verbose=0).history["loss"]
+    return loss[0], loss[-1], model.evaluate(*test, verbose=0)[1]
+
+
+@pytest.fixture
+def learn():
+    """Return :func:`fit_classifier`."""
+    return fit_classifier

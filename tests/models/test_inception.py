@@ -87,7 +87,7 @@ def test_bad_arguments_give_clear_errors(kwargs, match):
 
 
 @pytest.mark.slow
-def test_inception_blocks_learn_to_classify_bars(bars):
+def test_inception_blocks_learn_to_classify_bars(bars, learn):
     # Two Inception modules and a head: the full GoogLeNet graph takes minutes just to trace on a
     # loaded 2-core CI runner, while what is learned here is the module itself.
     x, y = bars(192)
@@ -98,10 +98,5 @@ def test_inception_blocks_learn_to_classify_bars(bars):
     h = inception_block(h, (8, 8, 8, 2, 4, 4), name="b")
     outputs = classifier_head(h, 3)
     model = keras.Model(inputs, outputs)
-    model.compile(
-        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    history = model.fit(x, y, batch_size=16, epochs=4, verbose=0)
-    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    assert accuracy > 0.85
+    first, last, accuracy = learn(model, (x, y), (x_test, y_test), learning_rate=1e-2, epochs=4)
+    assert last < 0.5 * first and accuracy > 0.85
