@@ -83,3 +83,30 @@ def fit_classifier(model: keras.Model, train, test, *, learning_rate: float, epo
 def learn():
     """Return :func:`fit_classifier`."""
     return fit_classifier
+
+
+def head_in_numpy(model: keras.Model, x, features_of: str, weights_of: str) -> np.ndarray:
+    """The model's softmax output recomputed in NumPy from the features entering its head.
+
+    Args:
+        model, x: the model and an input batch.
+        features_of: the layer whose *input* is taken as features; a global pooling layer
+            (``"head_pool"``) is recomputed as a mean over the spatial axes.
+        weights_of: the dense or ``1x1`` convolution layer holding the head's kernel and bias.
+
+    Returns:
+        ``(B, ..., K)`` probabilities, to compare with ``model(x)``.
+    """
+    features = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer(features_of).input)(x))
+    if features_of.endswith("_pool"):
+        features = features.mean(axis=tuple(range(1, features.ndim - 1)))
+    kernel, bias = model.get_layer(weights_of).get_weights()
+    logits = features @ kernel.reshape(-1, kernel.shape[-1]) + bias
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def numpy_head():
+    """Return :func:`head_in_numpy`."""
+    return head_in_numpy

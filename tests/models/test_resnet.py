@@ -12,11 +12,13 @@ SMALL = dict(blocks=(1, 1), base_filters=4, stem="small")
 
 @pytest.mark.parametrize("input_shape", [(16, 16, 1), (8, 16, 16, 2)], ids=["2d", "3d"])
 @pytest.mark.parametrize("bottleneck", [False, True], ids=["basic", "bottleneck"])
-def test_output_is_a_class_distribution_in_2d_and_3d(input_shape, bottleneck, rng):
+def test_output_is_a_class_distribution_in_2d_and_3d(input_shape, bottleneck, rng, numpy_head):
     model = resnet(input_shape, 3, bottleneck=bottleneck, **SMALL)
-    y = keras.ops.convert_to_numpy(model(rng.normal(size=(2, *input_shape)).astype("float32")))
+    x = rng.normal(size=(2, *input_shape)).astype("float32")
+    y = keras.ops.convert_to_numpy(model(x))
     assert y.shape == (2, 3)
-    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+    # Value: global average pooling, dense and softmax of the last stage's features, in NumPy.
+    np.testing.assert_allclose(y, numpy_head(model, x, "head_pool", "head_dense"), atol=1e-5)
 
 
 def test_stages_halve_resolution_and_double_width():
