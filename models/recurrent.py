@@ -150,6 +150,7 @@ def frame_encoder(
     *,
     filters: Sequence[int] = (16, 32, 64),
     norm: str = "batch",
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "frame_encoder",
 ) -> keras.Model:
     """Small CNN that turns one frame into a feature vector (used inside :func:`cnn_lstm`).
@@ -158,6 +159,8 @@ def frame_encoder(
         frame_shape: ``(H, W, C)`` or ``(D, H, W, C)``.
         filters: channels of each stage (conv -> norm -> ReLU, then 2x max pooling).
         norm: normalisation, see :func:`models.blocks.normalization`.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
         Model ``(B, *frame_shape) -> (B, filters[-1])``.
@@ -169,7 +172,7 @@ def frame_encoder(
         x = blocks.conv_norm_act(x, f, 3, norm=norm, name=f"stage{i + 1}")
         x = blocks.max_pool(rank, 2, name=f"stage{i + 1}_pool")(x)
     outputs = blocks.global_avg_pool(rank, name="gap")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 def cnn_lstm(
