@@ -54,8 +54,9 @@ def test_dropout_is_active_only_in_training(rng):
 
 
 def test_save_load_round_trip(assert_round_trip, rng):
-    model = mlp((6,), 3, widths=(8, 8), dropout=0.1, batch_norm=True, activation="gelu")
-    assert_round_trip(model, rng.normal(size=(4, 6)).astype("float32"))
+    model = mlp((6,), 3, widths=(8, 8), dropout=0.1, batch_norm=True, activation="gelu", bn_momentum=0.8)
+    loaded = assert_round_trip(model, rng.normal(size=(4, 6)).astype("float32"))
+    assert [l.momentum for l in loaded.layers if isinstance(l, keras.layers.BatchNormalization)] == [0.8, 0.8]
 
 
 @pytest.mark.parametrize(
