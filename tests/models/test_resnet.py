@@ -42,10 +42,10 @@ def test_resnet34_matches_torchvision_count(trainable_params):
 @pytest.mark.slow
 def test_resnet50_equals_keras_applications(trainable_params):
     ours = models.get("resnet50").count_params()
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     reference = keras.applications.ResNet50(weights=None).count_params()
     assert ours == reference == 25_636_712
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     # Without conv biases: the paper / torchvision figure.
     assert trainable_params(resnet50((224, 224, 3), 1000, use_bias=False)) == 25_557_032
 
