@@ -56,14 +56,14 @@ def fast_batchnorm(model):
 
 
 IMAGE_SIZE = tut.pick(32, 16)  # pixels per side of the ultrasound images
-NUM_IMAGES = tut.pick(1024, 512)
+NUM_IMAGES = tut.pick(1024, 384)  # --quick: 24 steps an epoch
 LATENT_DIM = 32  # length of the generator's noise vector z
 GAN_EPOCHS = tut.pick(30, 8)
 BATCH_SIZE = 16
 GAN_LEARNING_RATE = 2e-4  # DCGAN's Adam(2e-4, beta_1=0.5)
 PAIR_SIZE = 32  # pixels per side of the T1/T2 slices
-NUM_PAIRS = tut.pick(256, 96)
-P2P_EPOCHS = tut.pick(20, 8)
+NUM_PAIRS = tut.pick(256, 80)
+P2P_EPOCHS = tut.pick(20, 6)
 P2P_LEARNING_RATE = 1e-3  # faster than the paper's 2e-4: a few hundred steps must do here
 BN_MOMENTUM = 0.8  # BatchNorm running averages keep up in a short run (Keras default 0.99)
 L1_WEIGHT = 100.0  # pix2pix's weight of the L1 term against the adversarial term
