@@ -236,9 +236,9 @@ tut.finish(
      "pix2pix_train_l1_last": p2p_history["l1"][-1]},
     expect={
         "histogram_distance_trained": ("<=", 0.5 * histogram_before),  # generated intensities move towards real ones
-        # Quick, AMD EPYC AVX-512: diversity 0.48 (seed 0, oneDNN on), 0.61 (seed 0, off), 0.52 (seed 1, on);
-        # 0.20 with Keras' default BatchNorm momentum. Histogram distance 0.086-0.104 of 0.866;
-        # pix2pix / copy-T1 0.336-0.354. Seed 2 not yet measured.
+        # --quick over seeds 0-2, oneDNN on and off, AMD EPYC AVX-512 (15-20 s CPU): histogram distance
+        # 0.173-0.231 of 0.866; diversity 0.443-0.586 (0.20 with Keras' default BatchNorm momentum);
+        # pix2pix train L1 last / first 0.17-0.21; pix2pix / copy-T1 0.390-0.436; D ahead (p 0.81-0.86 vs 0.14-0.17).
         "diversity_ratio": (">=", 0.3),  # no mode collapse
         "pix2pix_train_l1_last": ("<=", 0.75 * p2p_history["l1"][0]),  # the translation is being learned
         "pix2pix_over_copy_t1": ("<=", 0.6),  # and it beats copying the input on unseen heads

@@ -296,7 +296,8 @@ tut.finish(
         "value_estimate_gap": ("<=", 0.05),  # measured 0.006-0.013
         "gradient_ratio_at_d_0.01": (">=", 90.0),  # 0.99 / 0.01 = 99 (measured 99.0)
         "non_saturating_final_distance": ("<=", 0.6),  # measured 0.02-0.12
-        # Started 4.0 away; quick measured 3.93-3.95; the full run's 30 epochs let it start moving (2.15, seed 0).
-        "minimax_final_distance": (">=", tut.pick(1.5, 2.5)),
+        # Started 4.0 away; quick measured 3.93-3.95; the full run's 30 epochs let it start moving (1.69-2.75 over
+        # seeds 0-2, oneDNN on/off; non-saturating 0.01-0.06 there).
+        "minimax_final_distance": (">=", tut.pick(1.0, 2.5)),
     },
 )
