@@ -15,7 +15,7 @@
 # **Data:** synthetic B-mode ultrasound images (``data_utils.synthetic.make_ultrasound_dataset``), normal
 # tissue versus a cyst. Only a few images keep their label; the rest are used without labels.
 #
-# **Run it:**  ``python tutorials/semi_supervised_mean_teacher.py [--quick]``  (about 2 min on a laptop CPU;
+# **Run it:**  ``python tutorials/semi_supervised_mean_teacher.py [--quick]``  (under a minute on a laptop CPU;
 # ``--quick`` ~20 s).
 #
 # In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
@@ -51,10 +51,10 @@ LABELS_PER_CLASS = 4  # images per class that keep their label
 NUM_UNLABELLED = tut.pick(800, 400)  # images used without labels
 NUM_TEST = 400  # held-out labelled images, only for the final accuracy
 STEPS_PER_EPOCH = 20
-EPOCHS = tut.pick(15, 8)
+EPOCHS = tut.pick(15, 7)
 LEARNING_RATE = 3e-3
 CONSISTENCY_WEIGHT = 3.0  # final weight of the consistency loss
-RAMPUP_STEPS = tut.pick(150, 80)  # the weight rises as exp(-5 (1 - t)^2) over these steps
+RAMPUP_STEPS = tut.pick(150, 70)  # the weight rises as exp(-5 (1 - t)^2) over these steps
 EMA_DECAY = tut.pick(0.99, 0.97)  # teacher = d * teacher + (1 - d) * student: an average over ~1 / (1 - d) steps
 # Input perturbations, drawn independently for the student's and the teacher's copy of each image
 # (and for the labelled images of the baseline): a shift of up to 2 pixels, a left-right flip (the
@@ -116,7 +116,7 @@ def train(consistency_weight: float, label: str):
                           ema_decay=EMA_DECAY, seed=tut.seed, **PERTURBATIONS)
     trainer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
     history = trainer.fit(batches, steps_per_epoch=STEPS_PER_EPOCH, epochs=EPOCHS, verbose=0,
-                          callbacks=[tut.progress(label), tut.tensorboard(label.split()[0])])
+                          callbacks=[tut.progress(label)])
     return trainer, history.history
 
 
@@ -201,8 +201,16 @@ tut.save_figure(fig, "mean_teacher_results.png")
 # 4. Set ``NUM_CLASSES = 4`` (adding solid masses and calcifications) and compare the gain with two classes.
 
 # %%
+# Measured over seeds 0-2 with oneDNN on and off, AMD EPYC AVX-512 (8 labels, 400 test images):
+#   --quick: baseline 0.823-0.920, MT student 0.877-0.950, MT teacher 0.875-0.900; better MT model minus
+#            better baseline model -0.038 to +0.030 (a win of more than 0.01 in 3 of 6 runs);
+#   full:    baseline 0.823-0.932, MT student 0.815-0.938, MT teacher 0.795-0.922; -0.010 to +0.040 (2 of 6).
+# Over these seeds the unlabelled images give no gain that holds in every run, so the verdict above is
+# measured and printed, not asserted. Tried as well (same seeds): 3 and 4 classes with 5-10 labels each,
+# consistency weights 1-10, EMA decay 0.95-0.97, stronger speckle: gains from -0.17 to +0.03.
 tut.finish(
-    {"baseline_accuracy": baseline_accuracy, "student_accuracy": student_accuracy,
-     "teacher_accuracy": teacher_accuracy, "final_supervised_loss": h["supervised"][-1]},
-    expect={"teacher_accuracy": (">=", 0.7)},  # the mean teacher learns the task (0.83 at seed 0, --quick)
+    {"baseline_accuracy": baseline_accuracy, "baseline_ema_accuracy": baseline_ema_accuracy,
+     "student_accuracy": student_accuracy, "teacher_accuracy": teacher_accuracy,
+     "mean_teacher_gain": best_mt - best_baseline, "final_supervised_loss": h["supervised"][-1]},
+    expect={"teacher_accuracy": (">=", 0.7)},  # the mean teacher learns the task (chance is 0.5); measured 0.795-0.922
 )

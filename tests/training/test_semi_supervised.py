@@ -145,12 +145,15 @@ def test_mean_teacher_learns_from_eight_labels():
     (xl, yl), (xu, _), (xt, yt) = _blobs(8, rng), _blobs(128, rng), _blobs(200, rng)
     labelled = tf.data.Dataset.from_tensor_slices({"image": xl, "label": yl}).repeat().batch(8)
     unlabelled = tf.data.Dataset.from_tensor_slices(xu).shuffle(128, seed=0).repeat().batch(32)
-    trainer = MeanTeacher(_classifier(), consistency_weight=10.0, rampup_steps=50, ema_decay=0.95, seed=0)
+    # The supervised loss sees the perturbed copies too: shifts of up to 1 pixel keep the two blob
+    # positions (5 pixels apart) apart, while the default 2 could move either to the centre.
+    trainer = MeanTeacher(_classifier(), consistency_weight=1.0, rampup_steps=50, ema_decay=0.95, rotation=0.0,
+                          translation=1.0, scale=0.0, seed=0)
     trainer.compile(keras.optimizers.Adam(1e-2))
     history = trainer.fit(tf.data.Dataset.zip((labelled, unlabelled)), steps_per_epoch=25, epochs=6, verbose=0)
     assert history.history["supervised"][-1] < 0.5 * history.history["supervised"][0]
     accuracy = np.mean(trainer.teacher.predict(xt, verbose=0).argmax(1) == yt)
-    assert accuracy > 0.75  # measured 0.86-0.95 over seeds 0-2
+    assert accuracy > 0.75  # measured 0.90-0.94 over seeds 0-2 (data and initialisation)
 
 
 @pytest.mark.slow
