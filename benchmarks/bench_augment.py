@@ -17,12 +17,13 @@ reflection padding, image linear and label nearest), optionally elastic deformat
   labels (as ``LoadImaged`` gives), torch on the same cores.
 
 Each measurement runs in a fresh process, kit and MONAI alternating in each of ``--repeats``
-rounds; the table quotes medians and the median of the per-round ratios. Also measured once:
-2D 256^2 slices with the same chain, and sliding-window inference of a 256x256x128 volume.
+rounds; the table quotes medians and the median of the per-round ratios. The 2D 256^2 slices with the
+same chain are measured in every round too; once at the end: sliding-window inference of a 256x256x128
+volume, and the time of each piece of the kit's 3D chain alone (where the time goes).
 
 Run from the repository root::
 
-    python benchmarks/bench_augment.py           # 3 rounds, about 8 minutes on 2 cores
+    python benchmarks/bench_augment.py           # 3 rounds, about 5 minutes on 2 idle cores
     python benchmarks/bench_augment.py --quick   # 1 round, fewer volumes: a smoke run
 
 MONAI and PyTorch are optional (``pip install -r benchmarks/requirements.txt``). Writes
@@ -63,11 +64,12 @@ class AugmentBenchConfig:
 
     quick: bool = field(False, "smoke run: 1 round, fewer samples (noisy)")
     repeats: int = field(3, "interleaved rounds (kit, MONAI, kit, ...); medians are quoted")
-    volumes: int = field(24, "3D volumes timed per measurement (2D: 16x as many slices)")
+    volumes: int = field(16, "3D volumes timed per measurement (2D: 16x as many slices); MONAI gets 1/2 (2D: 1/8)")
     cases: tuple[str, ...] = field(("3d", "3d-elastic", "2d"), "chains to measure", choices=tuple(CASES))
     cores: int = field(2, "CPU cores each side may use (torch threads, TensorFlow pools, affinity)")
     monai: bool = field(True, "measure MONAI too (needs monai and torch)")
     sliding_window: bool = field(True, "also time sliding-window inference of a 256x256x128 volume")
+    breakdown: bool = field(True, "also time each piece of the kit's 3D chain alone (where the time goes)")
     out_dir: str = field("results/benchmarks", "folder for augment.md and augment.json")
 
 
@@ -122,13 +124,77 @@ def kit_worker(case: str, count: int, cores: int) -> dict:
     it = iter(ds)
     for _ in range(2):  # tracing and XLA compilation
         next(it)["image"].numpy()
+    # While the first batch compiled, the parallel map and the prefetch buffer computed batches
+    # ahead; drain them untimed, so that only steady-state work is timed (else the rate is inflated).
+    for _ in range(4 + 2 * cores):
+        next(it)["image"].numpy()
     batches = max(1, count // spec["batch"])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         el = next(it)
         el["image"].numpy(), el["label"].numpy()
-    return {"samples_per_s": batches * spec["batch"] / (time.perf_counter() - start), "samples": batches * spec["batch"],
-            "version": f"TensorFlow {tf.__version__}"}
+    samples = batches * spec["batch"]
+    return {"samples_per_s": samples / (time.perf_counter() - start), "samples": samples,
+            "cpu_ms_per_sample": 1000 * (time.process_time() - cpu) / samples, "version": f"TensorFlow {tf.__version__}"}
+
+
+def breakdown_worker(cores: int, batches: int = 6, size: int | None = None) -> dict:
+    """Milliseconds per batch of each piece of the kit's 3D chain, each timed alone (median of ``batches``).
+
+    The pieces are what ``Compose(..., jit_compile=True)`` runs for one batch of two 96^3 volumes
+    with labels: the random draws of flip and affine, the elastic field (drawn and smoothed at
+    coarse resolution, then upsampled in its own XLA program), the XLA resampling of image and
+    label without and with the elastic field, each intensity step, and the whole chain. ``size``
+    replaces the 96 voxels per axis (tests use a small one).
+    """
+    pin_cores(cores)
+    import statistics
+
+    import tensorflow as tf
+
+    from data_utils import augment
+    from data_utils.augment import spatial as aug_spatial
+
+    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    tf.config.threading.set_inter_op_parallelism_threads(cores)
+    spec = CASES["3d-elastic"]
+    size = size or spec["size"]
+    shape = [size] * spec["rank"]
+    image, label = (tf.constant(a) for a in make_data(spec["rank"], size, spec["batch"]))
+    batch = spec["batch"]
+    flip_step = augment.Flip(prob=0.5)
+    affine_step = augment.Affine(rotation=ROTATION, scale=SCALE, translation=TRANSLATION)
+    elastic_step = augment.Elastic(sigma=ELASTIC_SIGMA, magnitude=ELASTIC_MAGNITUDE)
+    graph = lambda f: tf.function(f, autograph=False)  # noqa: E731 - graph mode, as in tf.data
+    draw_matrices = graph(lambda s: [flip_step.draw_transform(s, batch, shape)[1],
+                                     affine_step.draw_transform(s, batch, shape)[1]])
+    field = graph(lambda s: aug_spatial.realize_for_xla(elastic_step.draw_transform(s, batch, shape), shape)[1])
+    seed = tf.constant([1, 2])
+    matrices = [("affine", m) for m in draw_matrices(seed)]
+    displacement = ("displacement", field(seed))
+    pieces = {
+        "flip + affine draws": lambda: draw_matrices(seed),
+        "elastic field (draw, smooth, upsample)": lambda: field(seed),
+        "resampling, flip + affine": lambda: aug_spatial._resample_xla(image, label, matrices, "reflection", "linear"),
+        "resampling, flip + affine + elastic": lambda: aug_spatial._resample_xla(
+            image, label, matrices + [displacement], "reflection", "linear"),
+    }
+    for step in kit_chain(False).transforms[2:]:
+        run = graph(lambda x, s, step=step: step(x, s))
+        pieces[type(step).__name__] = lambda run=run: run(image, seed)
+    for elastic in (False, True):
+        chain = kit_chain(elastic)
+        run = graph(lambda x, y, s, chain=chain: chain.augment(x, y, s))
+        pieces["whole chain" + (" with elastic" if elastic else "")] = lambda run=run: run(image, label, seed)
+    times = {name: [] for name in pieces}
+    for fn in pieces.values():  # trace and compile
+        tf.nest.map_structure(lambda t: t.numpy(), fn())
+    for _ in range(batches):  # interleaved, so that every piece sees the same load
+        for name, fn in pieces.items():
+            start = time.perf_counter()
+            tf.nest.map_structure(lambda t: t.numpy(), fn())
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 # ----------------------------------------------------------------------------------------- MONAI
@@ -174,11 +240,12 @@ def monai_worker(case: str, count: int, cores: int) -> dict | None:
                 "label": torch.from_numpy(label[i][None].astype("float32"))} for i in range(N_DISTINCT)]
     chain = monai_chain(spec["rank"], spec["size"], spec["elastic"])
     chain(dict(samples[0]))  # warm up (and fill RandAffined's grid cache)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(count):
         out = chain(dict(samples[i % N_DISTINCT]))
         out["image"].numpy(), out["label"].numpy()
     return {"samples_per_s": count / (time.perf_counter() - start), "samples": count,
+            "cpu_ms_per_sample": 1000 * (time.process_time() - cpu) / count,
             "version": f"MONAI {monai.__version__}, PyTorch {torch.__version__}"}
 
 
@@ -237,14 +304,20 @@ def measure(cfg: AugmentBenchConfig) -> dict:
         for case in cfg.cases:
             count = cfg.volumes * (16 if CASES[case]["rank"] == 2 else 1)
             kit = common.run_in_fresh_process(kit_worker, case, count, cfg.cores, env=env)
-            monai = (common.run_in_fresh_process(monai_worker, case, max(4, count // 2), cfg.cores, env=env)
+            # MONAI runs 10-70x slower: fewer samples give it the same timing precision in far less time.
+            monai_count = max(4, count // (8 if CASES[case]["rank"] == 2 else 2))
+            monai = (common.run_in_fresh_process(monai_worker, case, monai_count, cfg.cores, env=env)
                      if cfg.monai else None)
             entry[case] = {"kit": kit, "monai": monai, "load_average": common.load_average()}
-            print(f"round {r + 1}/{cfg.repeats} {case}: kit {kit['samples_per_s']:.2f}"
-                  + (f", MONAI {monai['samples_per_s']:.2f}" if monai else "") + " samples/s", flush=True)
+            unit = "images/s" if CASES[case]["rank"] == 2 else "volumes/s"
+            print(f"round {r + 1}/{cfg.repeats}, {CASES[case]['title']}: kit {kit['samples_per_s']:.2f} {unit}"
+                  + (f", MONAI {monai['samples_per_s']:.2f} {unit}, "
+                     f"kit/MONAI {kit['samples_per_s'] / monai['samples_per_s']:.1f}x" if monai else "")
+                  + f" (load {entry[case]['load_average'][0]:.1f})", flush=True)
         rounds.append(entry)
     sw = common.run_in_fresh_process(sliding_window_worker, cfg.cores, env=env) if cfg.sliding_window else None
-    return {"rounds": rounds, "sliding_window": sw}
+    parts = common.run_in_fresh_process(breakdown_worker, cfg.cores, env=env) if cfg.breakdown else None
+    return {"rounds": rounds, "sliding_window": sw, "breakdown": parts}
 
 
 def report(cfg: AugmentBenchConfig, raw: dict, info: dict, load_end: list[float]) -> tuple[str, dict]:
@@ -269,6 +342,11 @@ def report(cfg: AugmentBenchConfig, raw: dict, info: dict, load_end: list[float]
             spread = f" ({s['min']:.1f}-{s['max']:.1f})" if s["n"] > 1 else ""
             return f"{s['median']:.1f} {unit}{spread}"
 
+        cpu = {side: [rnd[case][side]["cpu_ms_per_sample"] for rnd in raw["rounds"]
+                      if rnd[case][side] and "cpu_ms_per_sample" in rnd[case][side]] for side in ("kit", "monai")}
+        if cpu["kit"] and len(cpu["kit"]) == len(cpu["monai"]):
+            row["cpu_ms_per_sample"] = {side: common.summarise(v) for side, v in cpu.items()}
+            row["cpu_ratio"] = common.summarise([m / k for k, m in zip(cpu["kit"], cpu["monai"], strict=True)])
         ratio = row.get("ratio")
         ratio_text = f"**{ratio['median']:.1f}x** ({ratio['min']:.1f}-{ratio['max']:.1f})" if ratio else ""
         lines.append(f"| {CASES[case]['title']} | {cell(row['kit'])} | {cell(row['monai'])} | {ratio_text} |")
@@ -278,6 +356,13 @@ def report(cfg: AugmentBenchConfig, raw: dict, info: dict, load_end: list[float]
         f"Software: {'; '.join(sorted(versions))}. {cfg.repeats} interleaved rounds, one fresh process per "
         "measurement; medians with (min-max), the ratio is the median of per-round ratios.",
     ]
+    cpu_rows = [(case, summary[case]) for case in cfg.cases if "cpu_ratio" in summary[case]]
+    if cpu_rows:
+        # Wall-clock rates depend on the share of a busy machine each process gets; CPU time does much less.
+        notes.append("CPU time per sample (all threads, what a loaded machine changes least): " + "; ".join(
+            f"{CASES[case]['title']}: kit {row['cpu_ms_per_sample']['kit']['median']:.0f} ms, MONAI "
+            f"{row['cpu_ms_per_sample']['monai']['median']:.0f} ms, MONAI / kit **{row['cpu_ratio']['median']:.1f}x** "
+            f"({row['cpu_ratio']['min']:.1f}-{row['cpu_ratio']['max']:.1f})" for case, row in cpu_rows) + ".")
     sw = raw.get("sliding_window")
     if sw:
         notes.append(
@@ -286,6 +371,11 @@ def report(cfg: AugmentBenchConfig, raw: dict, info: dict, load_end: list[float]
             f"memory rose by {sw['increase_mib']:.0f} MiB during inference (input {sw['input_mib']:.0f} MiB, 4-class output "
             f"{sw['out_mib']:.0f} MiB; whole-process peak {sw['max_rss_mib']:.0f} MiB).")
         summary["sliding_window"] = sw
+    parts = raw.get("breakdown")
+    if parts:
+        notes.append("Where the kit's 3D time goes (one batch of two 96^3 volumes with labels, each piece timed alone, "
+                     "medians in ms per batch): " + "; ".join(f"{name} {ms:.0f}" for name, ms in parts.items()) + ".")
+        summary["breakdown_ms_per_batch"] = parts
     return "\n".join(lines + notes), summary
 
 

@@ -8,11 +8,11 @@ import signal
 import sys
 from collections.abc import Callable
 
+from data_utils.environment import configure_tensorflow
+
 # TensorFlow's C++ start-up log (oneDNN notice, CUDA probing on machines without a GPU) would bury
 # the one line a student needs to read. Set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
-_SHOW_TF_LOG = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") in ("0", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+_SHOW_TF_LOG = configure_tensorflow(TF_CPP_MIN_LOG_LEVEL="3")["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1")
 
 
 def import_tensorflow_quietly() -> None:

@@ -206,37 +206,53 @@ def load_cases(
     Raises:
         DataError: from ``data_utils.io`` (missing/corrupt file, mismatched pair, bad labels).
     """
-    if normalize not in ("zscore", "zscore_nonzero", None):
-        raise ValueError(f"`normalize` must be 'zscore', 'zscore_nonzero' or None, got {normalize!r}.")
+    _check_normalize(normalize)
     volumes = []
     for index, case in enumerate(cases):
-        if case.label_path is not None:
-            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=False,
-                                                    num_classes=num_classes)
-        else:
-            image, label = io.load_nifti(case.image_path), None
+        image, label = _load_case(case, num_classes)
         # Checked before reorienting, so the message shows the shape as stored in the file.
         if image.array.ndim != 3:
             raise DataError(f"{case.image_path}: expected a 3D volume, got shape {image.array.shape}.")
-        if canonical:
-            image = io.to_canonical(image)
-            label = io.to_canonical(label) if label is not None else None
-        image = io.to_dhw(image)
-        array = image.array
-        if normalize is not None:
-            array = preprocess.zscore(array, nonzero=normalize == "zscore_nonzero")
-        volume = {
-            "image": array.astype(np.float32),
-            "spacing": tuple(image.spacing),
-            "affine": image.affine,
-            "case_id": case.case_id,
-        }
-        if label is not None:
-            volume["label"] = io.to_dhw(label).array.astype(np.int32)
-        volumes.append(volume)
+        volumes.append(_case_volume(case, image, label, normalize=normalize, canonical=canonical))
         if verbose:
-            print(f"loaded {case.case_id} ({index + 1}/{len(cases)}) shape {array.shape}", flush=True)
+            print(f"loaded {case.case_id} ({index + 1}/{len(cases)}) shape {volumes[-1]['image'].shape}", flush=True)
     return volumes
+
+
+def _check_normalize(normalize) -> None:
+    if normalize not in ("zscore", "zscore_nonzero", None):
+        raise ValueError(f"`normalize` must be 'zscore', 'zscore_nonzero' or None, got {normalize!r}.")
+
+
+def _load_case(case: Case, num_classes: int | None) -> tuple[io.Volume, io.Volume | None]:
+    """A case's image and label (``None`` when unlabelled), as stored; the pair checked as in ``io``."""
+    if case.label_path is None:
+        return io.load_nifti(case.image_path), None
+    return io.load_image_label_pair(case.image_path, case.label_path, canonical=False, num_classes=num_classes)
+
+
+def _case_volume(case: Case, image: io.Volume, label: io.Volume | None, *, normalize, canonical: bool) -> dict:
+    """The in-memory dict of a case from its 3D ``image`` and ``label``: reoriented, ``(D, H, W)``, normalised.
+
+    The one place where loaders (``load_cases``, ``layouts.load_decathlon``) turn volumes into the
+    kit's dataset element, so every loader gives the same keys, dtypes and orientation.
+    """
+    if canonical:
+        image = io.to_canonical(image)
+        label = io.to_canonical(label) if label is not None else None
+    image = io.to_dhw(image)
+    array = image.array
+    if normalize is not None:
+        array = preprocess.zscore(array, nonzero=normalize == "zscore_nonzero")
+    volume = {
+        "image": array.astype(np.float32),
+        "spacing": tuple(image.spacing),
+        "affine": image.affine,
+        "case_id": case.case_id,
+    }
+    if label is not None:
+        volume["label"] = io.to_dhw(label).array.astype(np.int32)
+    return volume
 
 
 # --------------------------------------------------------------------------------------------

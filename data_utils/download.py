@@ -23,6 +23,11 @@ FILE`` prints it) with :func:`register`, or add a new dataset the same way::
         sha256="<64 hex digits>", archive="tar", folder="course_data", layout="folder"))
 
 Downloads without any checksum are refused unless ``allow_unverified=True``.
+
+Why not ``keras.utils.get_file`` (Keras 3.15) or pooch: ``get_file`` writes to the final name before
+the hash check, deletes a partial file instead of resuming it and extracts in place; pooch has no
+``Range`` resume either and would be one more dependency, so neither removes code without losing a
+guarantee above.
 """
 
 from __future__ import annotations

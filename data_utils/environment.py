@@ -7,7 +7,9 @@
 
 TensorFlow reads both once, when it is imported. A script that imports ``tensorflow`` or ``keras``
 before the kit runs without them; :func:`configure_tensorflow` then warns in one line. Values you
-set yourself in the environment are kept.
+set yourself in the environment are kept (``TF_CPP_MIN_LOG_LEVEL=0`` shows the log again). An entry
+point that wants another default passes it, e.g. the coursework command line
+``configure_tensorflow(TF_CPP_MIN_LOG_LEVEL="3")``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,31 @@ import warnings
 SETTINGS = {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def configure_tensorflow() -> None:
-    """Set the kit's defaults for variables not already set; warn if TensorFlow was imported first."""
+# The values the kit set itself: a variable that still holds one may be changed by a later call.
+_SET_BY_KIT: dict[str, str] = {}
+
+
+def configure_tensorflow(**overrides: str) -> dict[str, str]:
+    """Set the kit's defaults for variables the user has not set; warn if TensorFlow was imported first.
+
+    Args:
+        **overrides: another default for one of ``SETTINGS``, e.g. ``TF_CPP_MIN_LOG_LEVEL="3"``. It
+            replaces the kit's earlier value (TensorFlow reads these only when it is imported) but
+            never a value the user set in the environment.
+
+    Returns:
+        The values of ``SETTINGS``' variables now in the environment.
+
+    Raises:
+        ValueError: an override that is not one of ``SETTINGS``.
+    """
+    unknown = sorted(set(overrides) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"configure_tensorflow: unknown setting(s) {unknown}; expected some of {sorted(SETTINGS)}")
     late = "tensorflow" in sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in os.environ
-    for key, value in SETTINGS.items():
-        os.environ.setdefault(key, value)
+    for key, value in {**SETTINGS, **overrides}.items():
+        if key not in os.environ or os.environ[key] == _SET_BY_KIT.get(key):
+            os.environ[key] = _SET_BY_KIT[key] = str(value)
     if late:
         warnings.warn(
             "TensorFlow was imported before the kit could set TF_ENABLE_ONEDNN_OPTS=1, so it runs without "
@@ -32,3 +54,4 @@ def configure_tensorflow() -> None:
             RuntimeWarning,
             stacklevel=2,
         )
+    return {key: os.environ[key] for key in SETTINGS}

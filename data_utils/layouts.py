@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import io
-from data_utils.datasets import Case, find_cases
+from data_utils.datasets import Case, _case_volume, _check_normalize, _load_case, find_cases
 from data_utils.io import DataError
 
 DECATHLON_JSON = "dataset.json"
@@ -202,18 +202,11 @@ def load_decathlon_cases(
         ``spacing``, ``affine`` (of the ``(D, H, W)`` array) and ``case_id``, ready for
         ``slice_dataset`` / ``patch_dataset`` / ``volume_dataset``.
     """
-    from data_utils import preprocess
-
-    if normalize not in ("zscore", "zscore_nonzero", None):
-        raise ValueError(f"`normalize` must be 'zscore', 'zscore_nonzero' or None, got {normalize!r}.")
+    _check_normalize(normalize)
     channel = _modality_index(modality, modalities)
     volumes = []
     for case in cases:
-        if case.label_path is not None:
-            image, label = io.load_image_label_pair(case.image_path, case.label_path, canonical=False,
-                                                    num_classes=num_classes)
-        else:
-            image, label = io.load_nifti(case.image_path), None
+        image, label = _load_case(case, num_classes)
         array = image.array
         if array.ndim == 4:
             if not 0 <= channel < array.shape[3]:
@@ -222,17 +215,7 @@ def load_decathlon_cases(
         elif array.ndim != 3:
             raise DataError(f"{case.image_path}: expected a 3D or 4D (multi-modal) image, got shape {array.shape}.")
         image = io.Volume(array=np.ascontiguousarray(array), affine=image.affine, spacing=image.spacing[:3], path=image.path)
-        if canonical:
-            image = io.to_canonical(image)
-            label = io.to_canonical(label) if label is not None else None
-        image = io.to_dhw(image)
-        values = image.array
-        if normalize is not None:
-            values = preprocess.zscore(values, nonzero=normalize == "zscore_nonzero")
-        volume = {"image": values.astype(np.float32), "spacing": tuple(image.spacing), "affine": image.affine, "case_id": case.case_id}
-        if label is not None:
-            volume["label"] = io.to_dhw(label).array.astype(np.int32)
-        volumes.append(volume)
+        volumes.append(_case_volume(case, image, label, normalize=normalize, canonical=canonical))
     return volumes
 
 

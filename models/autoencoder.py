@@ -29,6 +29,7 @@ import keras
 from keras import layers, ops
 
 from models import blocks
+from models.blocks import BN_MOMENTUM, set_bn_momentum
 from models.registry import register
 
 
@@ -154,6 +155,7 @@ def conv_autoencoder(
     latent_channels: int = 8,
     norm: str = "batch",
     output_activation: str | None = "sigmoid",
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "conv_autoencoder",
 ) -> keras.Model:
     """Convolutional autoencoder: strided-conv encoder, transposed-conv decoder, no skip connections.
@@ -164,6 +166,8 @@ def conv_autoencoder(
         latent_channels: channels of the bottleneck map (a 1x1 conv, no activation).
         norm: normalisation, see :func:`models.blocks.normalization`.
         output_activation: ``"sigmoid"`` for images in [0, 1]; ``None`` for unbounded intensities.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
         Model ``(B, *input_shape) -> (B, *input_shape)``, made of the sub-models ``"encoder"``
@@ -180,7 +184,7 @@ def conv_autoencoder(
     decoder = keras.Model(code_in, _output(x, input_shape[-1], rank, output_activation), name="decoder")
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    return keras.Model(inputs, decoder(encoder(inputs)), name=name)
+    return set_bn_momentum(keras.Model(inputs, decoder(encoder(inputs)), name=name), bn_momentum)
 
 
 @register("vae", family="Autoencoder", topic="Autoencoders and generative models",

@@ -23,6 +23,7 @@ import keras
 from keras import layers
 
 from models.blocks import (
+    BN_MOMENTUM,
     avg_pool,
     classifier_head,
     conv,
@@ -30,8 +31,9 @@ from models.blocks import (
     max_pool,
     spatial_rank,
     zero_pad,
+    set_bn_momentum,
 )
-from models.registry import register
+from models.registry import preset, register
 
 _TOPIC = "CNNs: classic architectures"
 HEADS = ("flatten", "gap")
@@ -107,6 +109,7 @@ def vgg(
     dropout: float = 0.5,
     final_activation: str | None = "softmax",
     *,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "vgg",
 ) -> keras.Model:
     """A VGG-style network for 2D images or 3D volumes (rank from ``input_shape``).
@@ -124,6 +127,8 @@ def vgg(
             far fewer parameters; the usual choice for 3D volumes).
         dropout: dropout after each hidden dense layer (0.5 in the paper; no parameters).
         final_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` for logits.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -145,7 +150,7 @@ def vgg(
         outputs = _dense_head(x, fc_units, num_classes, dropout, final_activation)
     else:
         outputs = classifier_head(x, num_classes, activation=final_activation, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 def _check_divisible(who, input_shape, factor, need_known):
@@ -158,17 +163,19 @@ def _check_divisible(who, input_shape, factor, need_known):
         raise ValueError(f"{who}: every spatial size must be at least {factor}; got {spatial}")
 
 
-@register(
-    "vgg11",
+# What the registry knows of both VGG presets (the ImageNet configuration; a small one to test).
+_VGG_PRESET = dict(
     family="VGG",
     topic=_TOPIC,
     ranks=(2, 3),
     defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
-    example=dict(
-        input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)
-    ),
+    example=dict(input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)),
 )
-def vgg11(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+
+
+vgg11 = preset(
+    "vgg11",
+    vgg,
     """VGG-11 (Simonyan and Zisserman 2015, configuration A): 132,863,336 parameters on ImageNet.
 
     Args:
@@ -176,22 +183,15 @@ def vgg11(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> kera
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "vgg11")
-    return vgg(input_shape, num_classes, convs_per_stage=(1, 1, 2, 2, 2), **kwargs)
-
-
-@register(
-    "vgg16",
-    family="VGG",
-    topic=_TOPIC,
-    ranks=(2, 3),
-    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
-    example=dict(
-        input_shape=(32, 32, 1), num_classes=3, filters=(4, 4, 8, 8, 8), fc_units=(16, 16)
-    ),
+    """,
+    fixed=dict(convs_per_stage=(1, 1, 2, 2, 2)),
+    **_VGG_PRESET,
 )
-def vgg16(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+
+
+vgg16 = preset(
+    "vgg16",
+    vgg,
     """VGG-16 (Simonyan and Zisserman 2015, configuration D): 138,357,544 parameters on ImageNet.
 
     Same layers and count as ``keras.applications.VGG16`` (which leaves out the paper's dropout; it
@@ -202,9 +202,10 @@ def vgg16(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> kera
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "vgg16")
-    return vgg(input_shape, num_classes, convs_per_stage=(2, 2, 3, 3, 3), **kwargs)
+    """,
+    fixed=dict(convs_per_stage=(2, 2, 3, 3, 3)),
+    **_VGG_PRESET,
+)
 
 
 @register(

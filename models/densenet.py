@@ -18,6 +18,7 @@ import keras
 from keras import layers
 
 from models.blocks import (
+    BN_MOMENTUM,
     classifier_head,
     conv_norm_act,
     dense_block,
@@ -25,8 +26,9 @@ from models.blocks import (
     normalization,
     spatial_rank,
     transition,
+    set_bn_momentum,
 )
-from models.registry import register
+from models.registry import preset, register
 
 _TOPIC = "CNN architectures: DenseNet"
 
@@ -59,6 +61,7 @@ def densenet(
     stem: str = "imagenet",
     final_activation: str | None = "softmax",
     *,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "densenet",
 ) -> keras.Model:
     """A DenseNet-BC classifier; the spatial rank (2D or 3D) comes from ``input_shape``.
@@ -80,6 +83,8 @@ def densenet(
         stem: ``"imagenet"`` (``7x7`` stride 2 + ``3x3`` max pool stride 2) or ``"small"``
             (one ``3x3`` convolution, for inputs of 32-64 pixels).
         final_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` for logits.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -113,18 +118,12 @@ def densenet(
     x = normalization(norm, name="final_norm")(x)
     x = layers.Activation("relu", name="final_act")(x)
     outputs = classifier_head(x, num_classes, activation=final_activation)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
-@register(
+densenet121 = preset(
     "densenet121",
-    family="DenseNet",
-    topic=_TOPIC,
-    ranks=(2, 3),
-    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
-    example=dict(input_shape=(32, 32, 1), num_classes=3, growth_rate=4, init_filters=8),
-)
-def densenet121(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+    densenet,
     """DenseNet-121 (Huang et al. 2017, Table 1): blocks ``(6, 12, 24, 16)``, ``k = 32``, BC variant.
 
     Paper, torchvision and ``keras.applications.DenseNet121`` agree (no convolution biases):
@@ -135,7 +134,12 @@ def densenet121(input_shape: Sequence[int | None], num_classes: int, **kwargs) -
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "densenet121")
-    kwargs.setdefault("growth_rate", 32)
-    return densenet(input_shape, num_classes, blocks=(6, 12, 24, 16), **kwargs)
+    """,
+    fixed=dict(blocks=(6, 12, 24, 16)),
+    settable=dict(growth_rate=32),
+    family="DenseNet",
+    topic=_TOPIC,
+    ranks=(2, 3),
+    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
+    example=dict(input_shape=(32, 32, 1), num_classes=3, growth_rate=4, init_filters=8),
+)

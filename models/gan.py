@@ -29,6 +29,7 @@ import keras
 from keras import layers
 
 from models import blocks
+from models.blocks import BN_MOMENTUM, set_bn_momentum
 from models.registry import register
 
 
@@ -53,6 +54,7 @@ def dcgan_generator(
     *,
     filters: Sequence[int] = (1024, 512, 256, 128),
     kernel_size: int = 4,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "dcgan_generator",
 ) -> keras.Model:
     """DCGAN generator (Radford et al. 2016): project ``z``, then upsample with transposed convs.
@@ -66,6 +68,8 @@ def dcgan_generator(
         output_shape: ``(H, W, C)`` or ``(D, H, W, C)``, divisible by ``2 ** len(filters)``.
         filters: channels of the projected map and of each upsampling stage.
         kernel_size: transposed-conv kernel (4 avoids checkerboard artefacts with stride 2).
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
         Model ``(B, latent_dim) -> (B, *output_shape)`` with values in [-1, 1].
@@ -85,7 +89,7 @@ def dcgan_generator(
     x = blocks.conv_transpose(rank, output_shape[-1], kernel_size, strides=2,
                               kernel_initializer=_init(), name="to_image")(x)
     image = layers.Activation("tanh", dtype="float32", name="image")(x)
-    return keras.Model(z, image, name=name)
+    return set_bn_momentum(keras.Model(z, image, name=name), bn_momentum)
 
 
 @register("dcgan_discriminator", family="GAN", topic="Generative adversarial networks",
@@ -96,6 +100,7 @@ def dcgan_discriminator(
     filters: Sequence[int] = (64, 128, 256, 512),
     kernel_size: int = 4,
     dropout: float = 0.0,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "dcgan_discriminator",
 ) -> keras.Model:
     """DCGAN discriminator: stride-2 convs with LeakyReLU(0.2), BatchNorm after all but the first.
@@ -105,6 +110,8 @@ def dcgan_discriminator(
         filters: channels of each stride-2 stage (paper: 64-128-256-512 at 64x64).
         kernel_size: conv kernel.
         dropout: dropout before the final dense layer (0 in the paper).
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
         Model ``(B, *input_shape) -> (B, 1)`` real/fake **logits**.
@@ -122,7 +129,7 @@ def dcgan_discriminator(
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(1, kernel_initializer=_init(), name="logit_dense")(x)
     logit = layers.Activation("linear", dtype="float32", name="logit")(x)
-    return keras.Model(image, logit, name=name)
+    return set_bn_momentum(keras.Model(image, logit, name=name), bn_momentum)
 
 
 def _down(x, filters: int, rank: int, *, norm: bool, name: str):
@@ -153,6 +160,7 @@ def pix2pix_generator(
     filters: Sequence[int] = (64, 128, 256, 512, 512, 512, 512, 512),
     dropout: float = 0.5,
     dropout_levels: int = 3,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "pix2pix_generator",
 ) -> keras.Model:
     """pix2pix U-Net generator (Isola et al. 2017): image in, translated image out.
@@ -169,6 +177,8 @@ def pix2pix_generator(
         filters: channels of each encoder unit; fewer/smaller for small images, e.g. ``(32, 64, 128)``.
         dropout: decoder dropout rate (also active in training only).
         dropout_levels: how many innermost decoder units get dropout.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
         Model ``(B, *input_shape) -> (B, *spatial, output_channels)`` in [-1, 1].
@@ -186,7 +196,7 @@ def pix2pix_generator(
         x = layers.Concatenate(name=f"up{i + 1}_skip")([x, skip])
     x = blocks.conv_transpose(rank, output_channels, 4, strides=2, kernel_initializer=_init(), name="to_image")(x)
     target = layers.Activation("tanh", dtype="float32", name="target")(x)
-    return keras.Model(source, target, name=name)
+    return set_bn_momentum(keras.Model(source, target, name=name), bn_momentum)
 
 
 @register("patchgan_discriminator", family="GAN", topic="Generative adversarial networks",
@@ -197,27 +207,32 @@ def patchgan_discriminator(
     target_channels: int | None = None,
     *,
     filters: Sequence[int] = (64, 128, 256, 512),
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "patchgan_discriminator",
 ) -> keras.Model:
     """PatchGAN discriminator (Isola et al. 2017): one real/fake logit per image patch.
 
-    The source and target images are concatenated; ``len(filters) - 1`` stride-2 ``Ck`` units and one
-    stride-1 unit follow, then a stride-1 conv to one channel. With the defaults each output logit
+    It takes the source and target images as one tensor, concatenated along channels (source first),
+    which is what :class:`training.adversarial.Pix2PixTrainer` feeds its discriminator;
+    ``len(filters) - 1`` stride-2 ``Ck`` units and one stride-1 unit follow, then a stride-1 conv to
+    one channel. With the defaults each output logit
     sees a 70x70 patch of a 256x256 input and the output map is 30x30.
 
     Args:
         input_shape: shape of the source image ``(H, W, C)`` or ``(D, H, W, C)``.
         target_channels: channels of the target image (default: same as the source).
         filters: channels of each unit.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
-        Model ``[(B, *input_shape), (B, *spatial, target_channels)] -> (B, *patch_grid, 1)`` logits.
+        Model ``(B, *spatial, C + target_channels) -> (B, *patch_grid, 1)`` logits, where ``C`` is
+        ``input_shape[-1]``: ``concat([source, target], axis=-1)`` in.
     """
     rank = _check_divisible(input_shape, len(filters) - 1, "patchgan_discriminator")
     target_channels = target_channels or input_shape[-1]
-    source = keras.Input(shape=tuple(input_shape), name="source")
-    target = keras.Input(shape=(*input_shape[:-1], target_channels), name="target")
-    x = layers.Concatenate(name="pair")([source, target])
+    pair = keras.Input(shape=(*input_shape[:-1], input_shape[-1] + target_channels), name="pair")
+    x = pair
     for i, f in enumerate(filters[:-1]):
         x = _down(x, f, rank, norm=i > 0, name=f"down{i + 1}")
     x = blocks.zero_pad(rank, 1, name="pad1")(x)
@@ -228,4 +243,4 @@ def patchgan_discriminator(
     x = blocks.zero_pad(rank, 1, name="pad2")(x)
     x = blocks.conv(rank, 1, 4, padding="valid", kernel_initializer=_init(), name="logit_conv")(x)
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
-    return keras.Model([source, target], logits, name=name)
+    return set_bn_momentum(keras.Model(pair, logits, name=name), bn_momentum)

@@ -17,7 +17,15 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from models.blocks import avg_pool, classifier_head, conv_norm_act, max_pool, spatial_rank
+from models.blocks import (
+    avg_pool,
+    BN_MOMENTUM,
+    classifier_head,
+    conv_norm_act,
+    max_pool,
+    set_bn_momentum,
+    spatial_rank,
+)
 from models.registry import register
 
 _TOPIC = "CNN architectures: Inception"
@@ -103,6 +111,7 @@ def googlenet(
     dropout: float = 0.4,
     final_activation: str | None = "softmax",
     *,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "googlenet",
 ) -> keras.Model:
     """GoogLeNet / Inception v1 (Szegedy et al. 2015, Table 1); the rank comes from ``input_shape``.
@@ -126,6 +135,8 @@ def googlenet(
             ``"small"`` (one ``3x3`` conv, no down-sampling, for 32-64 pixel inputs).
         dropout: dropout before the classifier (0.4).
         final_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` for logits.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -161,4 +172,4 @@ def googlenet(
                 _aux_head(x, num_classes, rank, norm, final_activation, aux_name, w(128), w(1024))
             )
     outputs = classifier_head(x, num_classes, activation=final_activation, dropout=dropout)
-    return keras.Model(inputs, [outputs, *aux_outputs] if aux_heads else outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, [outputs, *aux_outputs] if aux_heads else outputs, name=name), bn_momentum)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from models.blocks import classifier_head
+from models.blocks import BN_MOMENTUM, classifier_head, set_bn_momentum
 from models.registry import register
 
 TASKS = {"classification": "softmax", "binary": "sigmoid", "regression": None}
@@ -43,6 +43,7 @@ def mlp(
     dropout: float = 0.0,
     batch_norm: bool = False,
     task: str = "classification",
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "mlp",
 ) -> keras.Model:
     """A multilayer perceptron: ``[dense -> (batch norm) -> act -> (dropout)] x depth -> head``.
@@ -59,6 +60,8 @@ def mlp(
         batch_norm: batch normalisation between each dense layer and its activation (the dense
             layer then has no bias).
         task: ``"classification"`` (softmax), ``"binary"`` (sigmoid) or ``"regression"`` (linear).
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -88,4 +91,4 @@ def mlp(
         if dropout:
             x = layers.Dropout(dropout, name=f"dense{i + 1}_dropout")(x)
     outputs = classifier_head(x, num_classes, activation=TASKS[task], pooling=None)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)

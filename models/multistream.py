@@ -26,6 +26,7 @@ import keras
 from keras import layers
 
 from models import blocks
+from models.blocks import BN_MOMENTUM, set_bn_momentum
 from models.registry import register
 
 TASKS = ("classification", "segmentation")
@@ -75,6 +76,7 @@ def multistream(
     dropout: float = 0.0,
     final_activation: str | None = "softmax",
     stream_names: Sequence[str] | None = None,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "multistream",
 ) -> keras.Model:
     """A network with one stream per input, joined by concatenation into a shared trunk (2D or 3D).
@@ -98,6 +100,8 @@ def multistream(
         final_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (logits).
         stream_names: names of the inputs (default ``stream0``, ``stream1``, ...): the model accepts a
             list in this order or a dict keyed by these names.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -142,5 +146,5 @@ def multistream(
     else:
         x = blocks.conv(rank, num_classes, 1, name="head_conv")(x)
         out = layers.Activation(final_activation or "linear", dtype="float32", name="head_output")(x)
-    return keras.Model(inputs, out, name=name)
+    return set_bn_momentum(keras.Model(inputs, out, name=name), bn_momentum)
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from models.blocks import conv_norm_act, global_max_pool
+from models.blocks import BN_MOMENTUM, conv_norm_act, global_max_pool, set_bn_momentum
 from models.registry import register
 
 _TOPIC = "Point clouds: PointNet"
@@ -153,6 +153,7 @@ def pointnet(
     reg_weight: float = 0.001,
     dropout: float = 0.3,
     final_activation: str | None = "softmax",
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "pointnet",
 ) -> keras.Model:
     """PointNet classifier (Qi et al. 2017, Figure 2, ModelNet40 configuration).
@@ -174,6 +175,8 @@ def pointnet(
         reg_weight: weight of the feature-transform orthogonality penalty.
         dropout: dropout in the classifier.
         final_activation: ``"softmax"`` or ``None`` for logits.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -193,7 +196,7 @@ def pointnet(
     outputs = layers.Activation(final_activation or "linear", dtype="float32", name="head_output")(
         x
     )
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 @register(
@@ -215,6 +218,7 @@ def pointnet_segmentation(
     feature_transform: bool = True,
     reg_weight: float = 0.001,
     final_activation: str | None = "softmax",
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "pointnet_seg",
 ) -> keras.Model:
     """PointNet per-point segmentation network (Qi et al. 2017, Figure 2, bottom branch).
@@ -227,6 +231,8 @@ def pointnet_segmentation(
         num_classes: per-point classes (50 part labels on ShapeNet-Part).
         num_features, scale, norm, input_transform, feature_transform, reg_weight: see :func:`pointnet`.
         final_activation: ``"softmax"`` or ``None`` for logits.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -246,4 +252,4 @@ def pointnet_segmentation(
     outputs = layers.Activation(final_activation or "linear", dtype="float32", name="head_output")(
         x
     )
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)

@@ -26,6 +26,7 @@ import keras
 from keras import layers
 
 from models import blocks
+from models.blocks import BN_MOMENTUM, set_bn_momentum
 from models.registry import register
 
 CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
@@ -149,6 +150,7 @@ def frame_encoder(
     *,
     filters: Sequence[int] = (16, 32, 64),
     norm: str = "batch",
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "frame_encoder",
 ) -> keras.Model:
     """Small CNN that turns one frame into a feature vector (used inside :func:`cnn_lstm`).
@@ -157,6 +159,8 @@ def frame_encoder(
         frame_shape: ``(H, W, C)`` or ``(D, H, W, C)``.
         filters: channels of each stage (conv -> norm -> ReLU, then 2x max pooling).
         norm: normalisation, see :func:`models.blocks.normalization`.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
         Model ``(B, *frame_shape) -> (B, filters[-1])``.
@@ -168,7 +172,7 @@ def frame_encoder(
         x = blocks.conv_norm_act(x, f, 3, norm=norm, name=f"stage{i + 1}")
         x = blocks.max_pool(rank, 2, name=f"stage{i + 1}_pool")(x)
     outputs = blocks.global_avg_pool(rank, name="gap")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 def cnn_lstm(
@@ -181,6 +185,7 @@ def cnn_lstm(
     per_frame: bool = False,
     norm: str = "batch",
     dropout: float = 0.0,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "cnn_lstm",
 ) -> keras.Model:
     """CNN-LSTM for sequences of frames: a shared CNN encodes each frame, an LSTM reads the codes.
@@ -197,6 +202,8 @@ def cnn_lstm(
             frame); ``False`` labels the whole clip ``(B, num_classes)``.
         norm: normalisation inside the frame encoder.
         dropout: dropout on the LSTM input.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
 
     Returns:
         Model ``(B, T, *frame) -> (B, num_classes)`` or ``(B, T, num_classes)``.
@@ -214,7 +221,7 @@ def cnn_lstm(
     x = _recurrent_layer("lstm", lstm_units, return_sequences=per_frame,
                          bidirectional=bidirectional, dropout=dropout, name="lstm")(x)
     outputs = _head(x, num_classes, "probabilities")
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 # Registry: one name per cell type, so a config file can say "gru_classifier".

@@ -85,6 +85,45 @@ def register(
     return decorator
 
 
+def preset(
+    name: str,
+    base: Callable[..., keras.Model],
+    doc: str,
+    *,
+    fixed: dict[str, Any],
+    settable: dict[str, Any] | None = None,
+    **spec: Any,
+) -> Callable[..., keras.Model]:
+    """Register a named configuration of ``base`` (e.g. ResNet-18 of :func:`models.resnet.resnet`).
+
+    The preset is ``preset(input_shape, num_classes, **kwargs)``: ``base`` with the ``fixed``
+    arguments (which define the preset; passing one again is an error), ``settable`` defaults the
+    caller may override, model name ``name`` unless given, and any other ``base`` argument.
+
+    Args:
+        name: registry key, function and default model name. base: the builder it configures.
+        doc: the preset's docstring (what it is and the published count it matches).
+        fixed: arguments that make the preset, e.g. ``blocks=(2, 2, 2, 2)``.
+        settable: defaults that differ from ``base``'s, e.g. ``growth_rate=32``.
+        **spec: ``family``, ``topic``, ``ranks``, ``defaults``, ``example`` as for :func:`register`.
+
+    Returns:
+        The preset builder, registered under ``name``.
+    """
+
+    def builder(input_shape, num_classes: int, **kwargs: Any) -> keras.Model:
+        clash = sorted(set(fixed) & set(kwargs))
+        if clash:
+            raise TypeError(f"{name}: {clash} define the preset and cannot be passed; use {base.__name__}() instead")
+        kwargs = {"name": name, **(settable or {}), **kwargs}
+        return base(input_shape, num_classes, **fixed, **kwargs)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__module__ = base.__module__
+    builder.__doc__ = doc
+    return register(name, **spec)(builder)
+
+
 def get_spec(name: str) -> ModelSpec:
     """Return the :class:`ModelSpec` registered under ``name`` (clear error if unknown)."""
     return REGISTRY.get("model", name)

@@ -18,8 +18,16 @@ from collections.abc import Sequence
 
 import keras
 
-from models.blocks import classifier_head, conv_norm_act, max_pool, residual_block, spatial_rank
-from models.registry import register
+from models.blocks import (
+    BN_MOMENTUM,
+    classifier_head,
+    conv_norm_act,
+    max_pool,
+    residual_block,
+    set_bn_momentum,
+    spatial_rank,
+)
+from models.registry import preset, register
 
 STEMS = ("imagenet", "small")
 _TOPIC = "CNN architectures: ResNet"
@@ -47,6 +55,7 @@ def resnet(
     dropout: float = 0.0,
     final_activation: str | None = "softmax",
     *,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "resnet",
 ) -> keras.Model:
     """A ResNet classifier; the spatial rank (2D or 3D) comes from ``input_shape``.
@@ -67,6 +76,8 @@ def resnet(
             ``"small"`` (one ``3x3`` convolution, no down-sampling; for inputs of 32-64 pixels).
         dropout: dropout before the classifier (0 in the paper).
         final_activation: ``"softmax"``, ``"sigmoid"`` or ``None`` for logits.
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -99,21 +110,22 @@ def resnet(
                 name=f"stage{stage + 1}_block{b + 1}",
             )
     outputs = classifier_head(x, num_classes, activation=final_activation, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
-_PRESET_DEFAULTS = dict(input_shape=(224, 224, 3), num_classes=1000)
-
-
-@register(
-    "resnet18",
+# What the registry knows of the ResNet presets (the ImageNet configuration; a small one to test).
+_PRESET = dict(
     family="ResNet",
     topic=_TOPIC,
     ranks=(2, 3),
-    defaults=_PRESET_DEFAULTS,
+    defaults=dict(input_shape=(224, 224, 3), num_classes=1000),
     example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"),
 )
-def resnet18(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+
+
+resnet18 = preset(
+    "resnet18",
+    resnet,
     """ResNet-18 (He et al. 2016, Table 1): basic blocks ``(2, 2, 2, 2)``, 11.7M parameters.
 
     Follows the paper and torchvision: no convolution biases, so the ImageNet configuration
@@ -125,20 +137,15 @@ def resnet18(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> k
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "resnet18")
-    return resnet(input_shape, num_classes, blocks=(2, 2, 2, 2), bottleneck=False, **kwargs)
-
-
-@register(
-    "resnet34",
-    family="ResNet",
-    topic=_TOPIC,
-    ranks=(2, 3),
-    defaults=_PRESET_DEFAULTS,
-    example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"),
+    """,
+    fixed=dict(blocks=(2, 2, 2, 2), bottleneck=False),
+    **_PRESET,
 )
-def resnet34(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+
+
+resnet34 = preset(
+    "resnet34",
+    resnet,
     """ResNet-34 (He et al. 2016, Table 1): basic blocks ``(3, 4, 6, 3)``, 21.8M parameters.
 
     Follows the paper and torchvision (no convolution biases): 21,797,672 trainable parameters,
@@ -149,22 +156,15 @@ def resnet34(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> k
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "resnet34")
-    return resnet(input_shape, num_classes, blocks=(3, 4, 6, 3), bottleneck=False, **kwargs)
-
-
-@register(
-    "resnet50",
-    family="ResNet",
-    topic=_TOPIC,
-    ranks=(2, 3),
-    defaults=dict(_PRESET_DEFAULTS, use_bias=True),
-    example=dict(input_shape=(16, 16, 1), num_classes=3, base_filters=4, stem="small"),
+    """,
+    fixed=dict(blocks=(3, 4, 6, 3), bottleneck=False),
+    **_PRESET,
 )
-def resnet50(
-    input_shape: Sequence[int | None], num_classes: int, use_bias: bool = True, **kwargs
-) -> keras.Model:
+
+
+resnet50 = preset(
+    "resnet50",
+    resnet,
     """ResNet-50 (He et al. 2016, Table 1): bottleneck blocks ``(3, 4, 6, 3)``.
 
     Follows ``keras.applications.ResNet50`` (v1: stride on the first ``1x1`` convolution, biases in
@@ -178,8 +178,8 @@ def resnet50(
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "resnet50")
-    return resnet(
-        input_shape, num_classes, blocks=(3, 4, 6, 3), bottleneck=True, use_bias=use_bias, **kwargs
-    )
+    """,
+    fixed=dict(blocks=(3, 4, 6, 3), bottleneck=True),
+    settable=dict(use_bias=True),
+    **dict(_PRESET, defaults=dict(_PRESET["defaults"], use_bias=True)),
+)

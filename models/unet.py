@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from models.blocks import (
+    BN_MOMENTUM,
     attention_gate,
     conv,
     conv_norm_act,
@@ -31,8 +32,9 @@ from models.blocks import (
     spatial_dropout,
     spatial_rank,
     upsample,
+    set_bn_momentum,
 )
-from models.registry import register
+from models.registry import preset, register
 
 UPSAMPLING = ("transpose", "resize")
 PADDING = ("same", "valid")
@@ -190,6 +192,7 @@ def unet(
     kernel_size: int = 3,
     activation: str = "relu",
     max_filters: int | None = None,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "unet",
 ) -> keras.Model:
     """A U-Net for 2D or 3D segmentation; the spatial rank comes from ``input_shape``.
@@ -222,6 +225,8 @@ def unet(
         kernel_size: kernel of those convolutions (3 in the paper).
         activation: activation after each normalisation.
         max_filters: optional cap on the channels of the deep levels (handy for 3D on a laptop).
+        bn_momentum: momentum of batch norm's running statistics (Keras' 0.99); short runs need a
+            lower momentum (e.g. 0.9) so running statistics keep up.
         name: model name.
 
     Returns:
@@ -282,7 +287,7 @@ def unet(
     outputs = layers.Activation(
         final_activation or "linear", dtype="float32", name="probabilities"
     )(x)
-    return keras.Model(inputs, outputs, name=name)
+    return set_bn_momentum(keras.Model(inputs, outputs, name=name), bn_momentum)
 
 
 @register(
@@ -337,15 +342,9 @@ def unet_2015(
     return unet(input_shape, num_classes, padding=padding, **config)
 
 
-@register(
+attention_unet = preset(
     "attention_unet",
-    family="U-Net",
-    topic=_TOPIC,
-    ranks=(2, 3),
-    defaults=dict(input_shape=(128, 128, 1), num_classes=4, depth=4, base_filters=16),
-    example=dict(input_shape=(16, 16, 1), num_classes=3, depth=2, base_filters=4),
-)
-def attention_unet(input_shape: Sequence[int | None], num_classes: int, **kwargs) -> keras.Model:
+    unet,
     """Attention U-Net (Oktay et al., MIDL 2018): a U-Net whose skip connections pass attention gates.
 
     Each gate uses the coarser decoder features as gating signal and produces an attention map in
@@ -360,6 +359,11 @@ def attention_unet(input_shape: Sequence[int | None], num_classes: int, **kwargs
 
     Returns:
         The ``keras.Model``.
-    """
-    kwargs.setdefault("name", "attention_unet")
-    return unet(input_shape, num_classes, attention=True, **kwargs)
+    """,
+    fixed=dict(attention=True),
+    family="U-Net",
+    topic=_TOPIC,
+    ranks=(2, 3),
+    defaults=dict(input_shape=(128, 128, 1), num_classes=4, depth=4, base_filters=16),
+    example=dict(input_shape=(16, 16, 1), num_classes=3, depth=2, base_filters=4),
+)

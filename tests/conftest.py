@@ -21,3 +21,24 @@ def _fresh_keras_session():
 def rng() -> np.random.Generator:
     """A seeded NumPy generator for building test inputs (never used inside graph code)."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def monai():
+    """MONAI as the golden reference (an optional dependency: the test skips without it).
+
+    Returns a namespace with ``torch``, ``losses`` and ``metrics`` (``monai.losses``/``monai.metrics``)
+    and ``channels_first(x)``: a batched channels-last array ``(B, *spatial, C)`` as the torch tensor
+    ``(B, C, *spatial)`` MONAI expects.
+    """
+    import types
+
+    pytest.importorskip("monai")
+    torch = pytest.importorskip("torch")
+    import monai.losses
+    import monai.metrics
+
+    def channels_first(x):
+        return torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1).copy())
+
+    return types.SimpleNamespace(torch=torch, losses=monai.losses, metrics=monai.metrics, channels_first=channels_first)

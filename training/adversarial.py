@@ -239,7 +239,8 @@ class Pix2PixTrainer(_AdversarialTrainer):
         generator: ``keras.Model`` mapping a source image ``(B, *spatial, C_in)`` to a target image
             ``(B, *spatial, C_out)`` (a U-Net is the usual choice).
         discriminator: ``keras.Model`` taking ``concat([source, target], axis=-1)``
-            ``(B, *spatial, C_in + C_out)`` and returning logits, one per patch (PatchGAN) or ``(B, 1)``.
+            ``(B, *spatial, C_in + C_out)`` and returning logits, one per patch (PatchGAN) or ``(B, 1)``;
+            ``models.get("patchgan_discriminator", ...)`` takes exactly this.
         l1_weight: weight of the L1 reconstruction term (100 in the paper).
         gan_loss, gp_weight, seed: as for :class:`GANTrainer`.
 

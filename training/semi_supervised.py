@@ -14,8 +14,14 @@ dominate::
 
 For segmentation (outputs with the input's spatial shape) the teacher sees the image without the
 random affine and its prediction is moved by the student's affine, so the two predictions are
-compared voxel by voxel in the same frame (transformation consistency, Perone et al. 2019).
-For classification both see independently transformed copies.
+compared voxel by voxel in the same frame (transformation consistency, Perone et al. 2019); the
+supervised loss sees the labelled images unmoved (their labels are not moved). For classification
+both see independently transformed copies, and, as in the paper, the student's prediction on its
+perturbed copy of a labelled image serves both losses.
+
+With ``consistency_weight=0`` the unlabelled images are left out and the trainer is supervised
+learning with the same perturbations, batches and steps (and an EMA copy): the fair baseline to
+compare a mean teacher with.
 """
 
 from __future__ import annotations
@@ -28,11 +34,14 @@ from training import trainer_base as base
 from training import losses
 
 
-def random_affine_matrices(seed, batch_size, spatial_shape, rotation: float, translation: float, scale: float):
-    """Per-sample random affine sampling matrices ``(B, r+1, r+1)`` (rotation, translation, zoom).
+def random_affine_matrices(
+    seed, batch_size, spatial_shape, rotation: float, translation: float, scale: float, flip_axes=()
+):
+    """Per-sample random affine sampling matrices ``(B, r+1, r+1)`` (flip, rotation, translation, zoom).
 
-    A thin wrapper of :func:`data_utils.augment.draw_affine`: the trainer needs the matrices
-    themselves, to move the teacher's segmentation by the same transform as the student's input.
+    A thin wrapper of :func:`data_utils.augment.draw_affine` and :func:`data_utils.augment.draw_flip`:
+    the trainer needs the matrices themselves, to move the teacher's segmentation by the same
+    transform as the student's input.
 
     Args:
         seed: shape-[2] stateless seed.
@@ -41,13 +50,20 @@ def random_affine_matrices(seed, batch_size, spatial_shape, rotation: float, tra
         rotation: maximum absolute angle in radians (about every axis in 3D).
         translation: maximum absolute shift in voxels.
         scale: maximum relative zoom (``1 +- scale``).
+        flip_axes: spatial axes (0-based, e.g. ``(1,)`` for left-right in 2D), each mirrored with
+            probability 1/2 per sample; ``()`` for none.
 
     Returns:
         float32 ``(B, r+1, r+1)`` for :func:`data_utils.spatial.affine_transform`.
     """
+    seeds = tf.random.experimental.stateless_split(seed, 2)
     _, matrices = augment.draw_affine(
-        seed, batch_size, spatial_shape, rotation=rotation, scale=scale, translation=translation
+        seeds[0], batch_size, spatial_shape, rotation=rotation, scale=scale, translation=translation
     )
+    if flip_axes:
+        # Sampling matrices compose right to left: the output reads the flipped, then moved, input.
+        _, flips = augment.draw_flip(seeds[1], batch_size, spatial_shape, prob=0.5, axes=tuple(flip_axes))
+        matrices = tf.matmul(matrices, flips)
     return matrices
 
 
@@ -61,7 +77,9 @@ class MeanTeacher(base.Trainer):
             ``keras.losses.Loss`` or a name (default :func:`training.losses.cross_entropy`;
             :func:`training.losses.dice_ce_loss` suits segmentation).
         consistency_weight: final weight of the consistency loss (mean squared difference of the
-            student's and teacher's probabilities, :func:`training.losses.ssd_loss`).
+            student's and teacher's probabilities, :func:`training.losses.ssd_loss`); 0 trains on
+            the labelled images alone (the supervised baseline; ``consistency`` is then logged on
+            the labelled images only).
         rampup_steps: steps over which the weight rises as ``exp(-5 (1 - t)^2)``; 0 for no ramp.
         ema_decay: teacher EMA decay (0.99 early in training, 0.999 later is the paper's choice); during
             the first steps the decay is ``min(ema_decay, 1 - 1 / (step + 1))`` so the teacher
@@ -69,6 +87,8 @@ class MeanTeacher(base.Trainer):
         rotation: maximum random rotation in radians (0 turns it off).
         translation: maximum random shift in voxels.
         scale: maximum random zoom, ``1 +- scale``.
+        flip_axes: spatial axes mirrored at random (probability 1/2 each), e.g. ``(1,)`` for
+            left-right in 2D; ``()`` for none.
         noise_std: standard deviation of additive Gaussian intensity noise.
         teacher: optional teacher model with the student's architecture (default: a clone of the
             student with the same initial weights).
@@ -93,6 +113,7 @@ class MeanTeacher(base.Trainer):
         rotation: float = 0.1,
         translation: float = 2.0,
         scale: float = 0.05,
+        flip_axes=(),
         noise_std: float = 0.05,
         teacher: keras.Model | None = None,
         seed: int | None = None,
@@ -121,6 +142,7 @@ class MeanTeacher(base.Trainer):
         self.rampup_steps = int(rampup_steps)
         self.ema_decay = float(ema_decay)
         self.rotation, self.translation, self.scale = float(rotation), float(translation), float(scale)
+        self.flip_axes = tuple(int(a) for a in flip_axes)
         self.noise_std = float(noise_std)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -158,21 +180,30 @@ class MeanTeacher(base.Trainer):
         return images
 
     def _matrices(self, seed, images):
-        if self.rotation == 0 and self.translation == 0 and self.scale == 0:
+        if self.rotation == 0 and self.translation == 0 and self.scale == 0 and not self.flip_axes:
             return None
         spatial_shape = tuple(int(s) for s in images.shape[1:-1])
         return random_affine_matrices(
-            seed, tf.shape(images)[0], spatial_shape, self.rotation, self.translation, self.scale
+            seed, tf.shape(images)[0], spatial_shape, self.rotation, self.translation, self.scale,
+            flip_axes=self.flip_axes,
         )
 
+    def _segmentation(self) -> bool:
+        """Whether the student predicts per voxel (its output has the rank of its input)."""
+        return len(self.student.outputs[0].shape) == len(self.student.inputs[0].shape)
+
     def _consistency(self, images):
-        """Per-sample consistency ``(B,)`` between student and teacher under independent noise."""
+        """Per-sample consistency ``(B,)`` under independent perturbations, and the student's probabilities.
+
+        Returns:
+            ``(consistency (B,), student_probs)``: the student's probabilities on its perturbed copy
+            of ``images``, ``(B, K)`` or ``(B, *spatial, K)``.
+        """
         seeds = tf.random.experimental.stateless_split(base.stateless_seed(self.seed_generator), 4)
         student_matrices = self._matrices(seeds[0], images)
         student_probs = self.student(self._perturb(images, seeds[1], student_matrices), training=True)
         student_probs = base.to_float(student_probs)
-        segmentation = len(student_probs.shape) == len(images.shape)
-        if segmentation:
+        if self._segmentation():
             # Same frame for both: the teacher sees the image unmoved and its output is moved instead.
             teacher_probs = self.teacher(self._perturb(images, seeds[2]), training=False)
             if student_matrices is not None:
@@ -183,7 +214,7 @@ class MeanTeacher(base.Trainer):
             teacher_images = self._perturb(images, seeds[2], self._matrices(seeds[3], images))
             teacher_probs = self.teacher(teacher_images, training=False)
         teacher_probs = tf.stop_gradient(base.to_float(teacher_probs))
-        return losses.ssd_loss(teacher_probs, student_probs)
+        return losses.ssd_loss(teacher_probs, student_probs), student_probs
 
     # ----- steps --------------------------------------------------------------------------
 
@@ -193,15 +224,25 @@ class MeanTeacher(base.Trainer):
 
     def train_step(self, data):
         images, labels, unlabelled = self._split(data)
-        all_images = tf.concat([tf.cast(images, tf.float32), tf.cast(unlabelled, tf.float32)], axis=0)
+        images = tf.cast(images, tf.float32)
+        # With no consistency term the unlabelled images cannot change the student: leave them out,
+        # which makes this the supervised baseline with the same perturbations and steps.
+        all_images = images if self.consistency_weight == 0 else tf.concat(
+            [images, tf.cast(unlabelled, tf.float32)], axis=0)
         labelled_global = base.global_batch_size(images)
         all_global = base.global_batch_size(all_images)
         weight = self.current_consistency_weight()
 
         with tf.GradientTape() as tape:
-            predictions = self.student(images, training=True)
+            consistency, student_probs = self._consistency(all_images)
+            if self._segmentation():
+                # The labels are not moved with the image, so the supervised loss sees it unmoved.
+                predictions = self.student(images, training=True)
+            else:
+                # As in the paper, the labelled images' perturbed copies serve both losses.
+                predictions = student_probs[: tf.shape(images)[0]]
             supervised = base.global_mean_share(self.supervised_loss(labels, predictions), labelled_global)
-            consistency = base.global_mean_share(self._consistency(all_images), all_global)
+            consistency = base.global_mean_share(consistency, all_global)
             loss = supervised + weight * consistency
             scaled = base.scaled_objective(self.optimizer, loss, self.student)
         base.apply_gradients(self.optimizer, tape, scaled, self.student.trainable_variables)

@@ -32,7 +32,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter in teaching output
+# The kit's TensorFlow settings (quiet start-up, oneDNN) come with `training`: data_utils.environment.
 
 from training import config as _config  # noqa: E402  (needs REPO_ROOT on the path)
 from training.config import field  # noqa: E402

@@ -248,7 +248,8 @@ for kind, t in trajectories.items():
           f"(distance to the data mean {distance[kind]:.2f}); smallest mean logit D gave the fakes "
           f"{min(d_fake[kind]):.1f}")
 faster = "non-saturating" if distance["non_saturating"] < distance["minimax"] else "minimax"
-print(f"the {faster} generator got closer to the data: {distance['minimax']:.2f} vs {distance['non_saturating']:.2f}")
+print(f"the {faster} generator got closer to the data: distance {distance['minimax']:.2f} (minimax) vs "
+      f"{distance['non_saturating']:.2f} (non-saturating)")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for kind in trajectories:
@@ -290,12 +291,13 @@ tut.finish(
         "minimax_final_distance": distance["minimax"],
     },
     expect={
-        # --quick, measured over seeds 0-2 with oneDNN on and off (identical), AMD EPYC AVX-512:
+        # --quick, measured over seeds 0-2 with oneDNN on and off (identical), AMD EPYC AVX-512, 10.7-14.3 s CPU:
         "d_star_mean_abs_error": ("<=", 0.05),  # measured 0.011-0.024
         "value_estimate_gap": ("<=", 0.05),  # measured 0.006-0.013
         "gradient_ratio_at_d_0.01": (">=", 90.0),  # 0.99 / 0.01 = 99 (measured 99.0)
         "non_saturating_final_distance": ("<=", 0.6),  # measured 0.02-0.12
-        # Started 4.0 away; quick measured 3.93-3.95; the full run's 30 epochs let it start moving (2.15, seed 0).
-        "minimax_final_distance": (">=", tut.pick(1.5, 2.5)),
+        # Started 4.0 away; quick measured 3.93-3.95; the full run's 30 epochs let it start moving (1.69-2.75 over
+        # seeds 0-2, oneDNN on/off; non-saturating 0.01-0.06 there).
+        "minimax_final_distance": (">=", tut.pick(1.0, 2.5)),
     },
 )

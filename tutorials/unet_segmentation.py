@@ -350,6 +350,8 @@ results = {
 }
 # --quick (6 training patients, 7 epochs), over seeds 0-2, oneDNN on/off, AMD EPYC AVX-512: test mean Dice 0.565-0.837, gain over the
 # threshold baseline 0.187-0.649; with so few patients the small prostate is sometimes missed (seed 1).
+# Full run (12 patients: 6 train, 2 val, 4 test; 10 epochs), seed 0, oneDNN on, same CPU: test mean Dice 0.831 (resize
+# 0.888), gain over the threshold baseline 0.563 (baseline 0.268), nothing missed; 3D U-Net after 4 epochs 0.374.
 tut.finish(results, expect={
     "test_mean_dice": (">=", tut.pick(0.6, 0.45)),
     "dice_gain_over_threshold": (">=", tut.pick(0.1, 0.05)),

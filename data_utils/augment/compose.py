@@ -35,7 +35,7 @@ from data_utils.augment.spatial import (
     flip,
     random_affine,
     random_projective,
-    realize_transform,
+    realize_for_xla,
     rot90,
 )
 
@@ -209,9 +209,11 @@ class Compose:
                 t, s = pending[0]
                 out = t(image, s, label=label)
                 return (out, None) if label is None else out
-            # Elastic fields are realised here, outside XLA: their matrix products run faster
-            # on oneDNN than under XLA on CPU.
-            transforms = [realize_transform(t.draw_transform(s, batch, shape), shape) for t, s in pending]
+            # Elastic fields are smoothed at their coarse resolution outside XLA (batched matrix
+            # products run faster on oneDNN than under XLA on CPU) and, compiled, upsampled by XLA.
+            transforms = [t.draw_transform(s, batch, shape) for t, s in pending]
+            if self.jit_compile:
+                transforms = [realize_for_xla(t, shape) for t in transforms]
             padding = run_padding()
             resample = _resample_xla if self.jit_compile else _resample
             return resample(image, label, transforms, padding or "border",

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from data_utils import spatial as sp
 from data_utils.augment.seeding import (
+    _batch_and_seeds,
     _apply_mask,
     _batch_size,
     _check_prob,
@@ -103,10 +104,7 @@ def rician_noise(
         Noisy image, same shape, float32, non-negative where noise was added.
     """
     _check_prob(prob)
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 4)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 4)
     sigma_shape = [batch] + [1] * rank + [image.shape[-1] if channel_wise else 1]
     sigma = _uniform(seeds[0], sigma_shape, 0.0, std) if sample_std else tf.fill(sigma_shape, float(std))
     if relative:
@@ -130,10 +128,7 @@ def gaussian_noise(image, seed, prob: float = 1.0, mean: float = 0.0, std: float
         Noisy image, same shape, float32.
     """
     _check_prob(prob)
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 3)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 3)
     shape = [batch] + [1] * (rank + 1)
     sigma = _uniform(seeds[0], shape, 0.0, std) if sample_std else tf.fill(shape, float(std))
     out = image + mean + sigma * _normal(seeds[1], tf.shape(image))
@@ -153,10 +148,7 @@ def speckle_noise(image, seed, prob: float = 1.0, std=(0.0, 0.2)):
     """
     _check_prob(prob)
     low, high = _range(std, "std")
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 3)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 3)
     sigma = _uniform(seeds[0], [batch] + [1] * (rank + 1), low, high)
     out = image * (1.0 + sigma * _normal(seeds[1], tf.shape(image)))
     return _select(_apply_mask(seeds[2], batch, prob), out, image)
@@ -198,10 +190,7 @@ def ct_window(image, seed, prob: float = 1.0, center: float = 40.0, width: float
             f"ct_window needs width > 0, center_shift >= 0 and 0 <= width_scale < 1; got {width}, {center_shift}, {width_scale}."
         )
     low, high = _pair(out_range, "out_range") if isinstance(out_range, (int, float)) else _range(out_range, "out_range")
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 3)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 3)
     jitter = tf.cast(_apply_mask(seeds[2], batch, prob), tf.float32)
     shape = [batch] + [1] * (rank + 1)
     c = center + tf.reshape(jitter * _uniform(seeds[0], [batch], -center_shift, center_shift), shape)
@@ -234,10 +223,7 @@ def gamma(image, seed, prob: float = 1.0, gamma_range=(0.5, 4.5)):
     low, high = _range(gamma_range, "gamma_range")
     if low <= 0:
         raise ValueError(f"`gamma_range` must be positive, got {gamma_range}.")
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 2)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 2)
     g = _uniform(seeds[0], [batch] + [1] * (rank + 1), low, high)
     lo, hi = _minmax(image, rank)
     span = hi - lo
@@ -256,10 +242,7 @@ def brightness(image, seed, prob: float = 1.0, offset=0.1):
     """
     _check_prob(prob)
     low, high = _pair(offset, "offset")
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 2)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 2)
     out = image + _uniform(seeds[0], [batch] + [1] * (rank + 1), low, high)
     return _select(_apply_mask(seeds[1], batch, prob), out, image)
 
@@ -275,10 +258,7 @@ def contrast(image, seed, prob: float = 1.0, factor=(0.75, 1.25)):
     """
     _check_prob(prob)
     low, high = _range(factor, "factor")
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 2)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 2)
     f = _uniform(seeds[0], [batch] + [1] * (rank + 1), low, high)
     mean = tf.reduce_mean(image, axis=list(range(1, rank + 1)), keepdims=True)
     out = (image - mean) * f + mean
@@ -300,10 +280,7 @@ def histogram_shift(image, seed, prob: float = 1.0, num_control_points: int = 10
     n = int(num_control_points)
     if n < 3:
         raise ValueError(f"`num_control_points` must be >= 3, got {num_control_points}.")
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 2)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 2)
     ref = tf.linspace(0.0, 1.0, n)  # (n,)
     jitter = _uniform(seeds[0], [batch, n], -0.5, 0.5) / (n - 1)
     inner = tf.concat([tf.zeros([1]), tf.ones([n - 2]), tf.zeros([1])], axis=0)
@@ -422,10 +399,7 @@ def gaussian_blur(image, seed, prob: float = 1.0, sigma=(0.25, 1.5), truncate: f
     """
     _check_prob(prob)
     low, high = _range(sigma, "sigma")
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 2)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 2)
     if high <= 0:
         return image
     s = _uniform(seeds[0], [batch, rank], low, high)
@@ -448,10 +422,7 @@ def low_resolution(image, seed, prob: float = 1.0, zoom_range=(0.5, 1.0)):
     low, high = _range(zoom_range, "zoom_range")
     if low <= 0 or high > 1:
         raise ValueError(f"`zoom_range` must lie in (0, 1], got {zoom_range}.")
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 2)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 2)
     shape = [int(n) for n in image.shape[1:-1]]
     z = _uniform(seeds[0], [batch], low, high)
     eye = tf.eye(rank + 1, batch_shape=[batch])

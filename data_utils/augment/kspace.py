@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_utils.augment.seeding import (
+    _batch_and_seeds,
     _apply_mask,
     _batch_size,
     _check_prob,
@@ -54,10 +55,7 @@ def gibbs_ringing(image, seed, prob: float = 1.0, alpha=(0.0, 1.0)):
     low, high = _range(alpha, "alpha")
     if low < 0 or high > 1:
         raise ValueError(f"`alpha` must lie in [0, 1], got {alpha}.")
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 2)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 2)
     shape = [int(n) for n in image.shape[1:-1]]
     a = _uniform(seeds[0], [batch], low, high)
     radius = (1.0 - a) * max(shape) * math.sqrt(rank) / 2.0

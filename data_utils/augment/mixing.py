@@ -5,12 +5,11 @@ from __future__ import annotations
 import tensorflow as tf
 
 from data_utils.augment.seeding import (
+    _batch_and_seeds,
     _apply_mask,
-    _batch_size,
     _check_prob,
     _per_sample,
     _uniform,
-    spatial_rank,
     split_seed,
 )
 
@@ -51,10 +50,7 @@ def mixup(image, label, seed, num_classes: int, prob: float = 1.0, alpha: float 
         ``(image, label)`` with the label one-hot float32 ``(B, K)`` or ``(B, *spatial, K)``.
     """
     _check_prob(prob)
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 3)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 3)
     y = _one_hot_label(label, num_classes, rank)
     lam = _beta(seeds[0], batch, alpha)
     lam = tf.where(_apply_mask(seeds[2], batch, prob), lam, tf.ones_like(lam))
@@ -82,10 +78,7 @@ def cutmix(image, label, seed, num_classes: int | None = None, prob: float = 1.0
         ``(image, label)``.
     """
     _check_prob(prob)
-    image = tf.convert_to_tensor(image, tf.float32)
-    rank = spatial_rank(image)
-    batch = _batch_size(image)
-    seeds = split_seed(seed, 5)
+    image, rank, batch, seeds = _batch_and_seeds(image, seed, 5)
     shape = [int(n) for n in image.shape[1:-1]]
     lam = _beta(seeds[0], batch, alpha)
     side = tf.pow(1.0 - lam, 1.0 / rank)

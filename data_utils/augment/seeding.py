@@ -53,6 +53,17 @@ def _batch_size(x: tf.Tensor) -> tf.Tensor:
     return tf.shape(x)[0]
 
 
+def _batch_and_seeds(image, seed, num_seeds: int) -> tuple[tf.Tensor, int, tf.Tensor, tf.Tensor]:
+    """What every per-sample augmentation starts from.
+
+    Returns:
+        ``image`` as float32 ``(B, *spatial, C)``, its spatial rank, the batch size ``B`` (a tensor)
+        and ``num_seeds`` independent stateless seeds ``(num_seeds, 2)`` split from ``seed``.
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    return image, spatial_rank(image), _batch_size(image), split_seed(seed, num_seeds)
+
+
 def _uniform(seed, shape, low, high, dtype=tf.float32) -> tf.Tensor:
     return tf.random.stateless_uniform(shape, seed=seed, minval=low, maxval=high, dtype=dtype)
 

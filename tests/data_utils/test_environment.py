@@ -31,3 +31,19 @@ def test_warns_in_one_line_when_tensorflow_came_first(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         environment.configure_tensorflow()  # set (by the kit or the user) before: no warning
+
+
+def test_an_entry_point_default_replaces_the_kits_but_not_the_users(monkeypatch):
+    import os
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    monkeypatch.setattr(environment, "_SET_BY_KIT", {})
+    assert environment.configure_tensorflow()["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    # The coursework CLI asks for a quieter start-up after the kit's default was applied.
+    assert environment.configure_tensorflow(TF_CPP_MIN_LOG_LEVEL="3")["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's choice: shows the log again
+    assert environment.configure_tensorflow(TF_CPP_MIN_LOG_LEVEL="3")["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    with pytest.raises(ValueError, match="unknown setting.*TF_LOG_LEVEL"):
+        environment.configure_tensorflow(TF_LOG_LEVEL="3")

@@ -193,3 +193,74 @@ def test_warp_is_differentiable_in_the_displacement(rng):
     bumped[0, 5, 6, 1] += eps
     numeric = (float(tf.reduce_sum(spatial.warp(x, bumped, padding="border") ** 2)) - float(loss)) / eps
     assert numeric == pytest.approx(grad[0, 5, 6, 1], rel=0.1, abs=1e-3)
+
+
+def _np_upsample(x, out_shape, ratios):
+    """Reference: np.interp along each spatial axis at input index i * ratio (clamped)."""
+    for axis, (n_out, ratio) in enumerate(zip(out_shape, ratios)):
+        n_in = x.shape[axis + 1]
+        points = np.clip(np.arange(n_out) * ratio, 0, n_in - 1)
+        x = np.apply_along_axis(lambda v: np.interp(points, np.arange(n_in), v), axis + 1, x)
+    return x
+
+
+@pytest.mark.parametrize("out_shape, ratios", [
+    ((24, 17, 13), (0.5, 0.5, 0.5)),  # integer factors: the slice-and-blend path
+    ((24, 17, 19), (0.5, 0.5, 1 / 3)),
+    ((20, 16, 12), (12 / 19, 8 / 15, 6 / 11)),  # corner-aligned control points: the gather path
+])
+def test_upsample_linear_matches_numpy_interp(rng, out_shape, ratios):
+    x = rng.random((2, 13, 9, 7, 3)).astype("float32")
+    out = np.asarray(spatial.upsample_linear(x, out_shape, ratios))
+    assert out.shape == (2, *out_shape, 3)
+    np.testing.assert_allclose(out, _np_upsample(x, out_shape, ratios), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(spatial.upsample_linear(x, (13, 9, 7), (1.0, 1.0, 1.0))), x)
+
+
+def test_upsample_linear_compiles_with_an_unknown_batch(rng):
+    tf = pytest.importorskip("tensorflow")
+    x = rng.random((2, 7, 5, 2)).astype("float32")
+    run = tf.function(lambda v: spatial.upsample_linear(v, (12, 9), (0.5, 0.5)), jit_compile=True,
+                      input_signature=[tf.TensorSpec([None, 7, 5, 2])])
+    np.testing.assert_allclose(run(x).numpy(), _np_upsample(x, (12, 9), (0.5, 0.5)), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "float32"])
+def test_label_is_copied_from_the_nearest_corner_in_its_dtype(rng, dtype):
+    shape = (9, 10, 11)
+    label = rng.integers(0, 5, (2, *shape)).astype(dtype)
+    image = rng.random((2, *shape, 1)).astype("float32")
+    matrices = _matrices(shape)
+    grid = spatial.affine_grid(matrices, shape)
+    out_image, out_label = spatial.sample_image_and_label(image, label, grid, padding="zeros")
+    out_label = np.asarray(out_label)
+    assert out_label.dtype == np.dtype(dtype) and out_label.shape == label.shape
+    # The nearest neighbour of each output voxel, computed independently; outside reads class 0.
+    g = np.asarray(grid)
+    lower = np.floor(g)
+    near = (lower + (g - lower >= 0.5)).astype(int)
+    inside = np.all((near >= 0) & (near < np.array(shape)), axis=-1)
+    near = np.clip(near, 0, np.array(shape) - 1)
+    b = np.arange(2)[:, None, None, None]
+    expected = np.where(inside, label[b, near[..., 0], near[..., 1], near[..., 2]], 0)
+    np.testing.assert_array_equal(out_label, expected)
+    np.testing.assert_allclose(np.asarray(out_image), _scipy_affine(image, matrices, 1, "grid-constant"), atol=1e-4)
+    # Nearest image sampling reads the same voxels as the label.
+    flat = np.asarray(spatial.sample_image_and_label(image, label, grid, padding="zeros", interpolation="nearest")[0])
+    np.testing.assert_array_equal(flat[..., 0], np.where(inside, image[b, near[..., 0], near[..., 1], near[..., 2], 0], 0))
+
+
+def test_label_of_another_shape_is_refused(rng):
+    image = rng.random((1, 8, 8, 1)).astype("float32")
+    with pytest.raises(ValueError, match="label"):
+        spatial.sample_image_and_label(image, np.zeros((1, 8, 9), "int32"), spatial.identity_grid((8, 8))[None])
+
+
+def test_apply_affine_to_grid_equals_the_affine_grid(rng):
+    shape = (5, 6, 7)
+    m = _matrices(shape)
+    grid = spatial.apply_affine_to_grid(m, spatial.identity_grid(shape)[None].numpy().repeat(2, 0))
+    np.testing.assert_allclose(np.asarray(grid), np.asarray(spatial.affine_grid(m, shape)), atol=1e-5)
+    points = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    expected = np.einsum("bij,...j->b...i", m[:, :3, :3], points) + m[:, None, None, None, :3, 3]
+    np.testing.assert_allclose(np.asarray(grid), expected, atol=1e-4)

@@ -1,4 +1,4 @@
-"""Fixtures shared by the model-zoo tests: a `.keras` save/load round-trip check."""
+"""Fixtures shared by the model-zoo tests: a `.keras` round-trip check, toy tasks and a training check."""
 
 import keras
 import numpy as np
@@ -66,3 +66,47 @@ def count_trainable(model: keras.Model) -> int:
 def trainable_params():
     """Return :func:`count_trainable` (fixtures are how test modules share helpers here)."""
     return count_trainable
+
+
+def fit_classifier(model: keras.Model, train, test, *, learning_rate: float, epochs: int, batch_size: int = 16):
+    """Train a classifier (Adam, sparse cross-entropy) on ``train = (x, y)``; score it on ``test``.
+
+    Returns:
+        ``(first epoch's loss, last epoch's loss, accuracy on test)``.
+    """
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss = model.fit(*train, batch_size=batch_size, epochs=epochs, verbose=0).history["loss"]
+    return loss[0], loss[-1], model.evaluate(*test, verbose=0)[1]
+
+
+@pytest.fixture
+def learn():
+    """Return :func:`fit_classifier`."""
+    return fit_classifier
+
+
+def head_in_numpy(model: keras.Model, x, features_of: str, weights_of: str) -> np.ndarray:
+    """The model's softmax output recomputed in NumPy from the features entering its head.
+
+    Args:
+        model, x: the model and an input batch.
+        features_of: the layer whose *input* is taken as features; a global pooling layer
+            (``"head_pool"``) is recomputed as a mean over the spatial axes.
+        weights_of: the dense or ``1x1`` convolution layer holding the head's kernel and bias.
+
+    Returns:
+        ``(B, ..., K)`` probabilities, to compare with ``model(x)``.
+    """
+    features = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer(features_of).input)(x))
+    if features_of.endswith("_pool"):
+        features = features.mean(axis=tuple(range(1, features.ndim - 1)))
+    kernel, bias = model.get_layer(weights_of).get_weights()
+    logits = features @ kernel.reshape(-1, kernel.shape[-1]) + bias
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def numpy_head():
+    """Return :func:`head_in_numpy`."""
+    return head_in_numpy

@@ -8,9 +8,10 @@ runs build the same models, load those weights and must reproduce the outputs (f
 allowed). A backend whose package is not installed is skipped; install them with
 ``pip install -r requirements-dev.txt``. Training loops stay TensorFlow.
 
-Slow: building ~40 models takes about 2 minutes under torch on 2 CPU cores. JAX compiles every new
-variable-initialiser shape (about 8 s of CPU per model), so under JAX the suite checks one model per
-family; set ``KIT_BACKEND_SWEEP=all`` to check every model under JAX too (all pass; ~15 minutes).
+Slow: building ~40 models takes about 2 minutes under torch on 2 CPU cores. JAX compiles a program for
+every new operation shape on first use (seconds of CPU per model even with the random initialisers
+skipped, since the reference weights replace them), so under JAX the suite checks one model per
+family; set ``KIT_BACKEND_SWEEP=all`` to check every model under JAX too.
 """
 
 import importlib.util

@@ -137,3 +137,34 @@ def test_rank_pickers_name_the_missing_rank():
     assert isinstance(blocks.spatial_dropout(1, 0.1), layers.SpatialDropout1D)
     assert isinstance(blocks.avg_pool(2), layers.AveragePooling2D)
     assert isinstance(blocks.global_max_pool(3), layers.GlobalMaxPooling3D)
+
+
+# Builders with batch norm, with the smallest registered configuration (cnn_lstm nests its frame
+# encoder inside TimeDistributed; mlp has batch norm only when asked).
+_BN_BUILDERS = [("cnn_lstm", {}), ("resnet18", {}), ("pointnet", {}), ("dcgan_generator", {}),
+                ("mlp", {"batch_norm": True}), ("vgg", {"norm": "batch"})]
+
+
+@pytest.mark.parametrize("name, extra", _BN_BUILDERS, ids=[n for n, _ in _BN_BUILDERS])
+def test_builders_pass_bn_momentum_to_every_batch_norm_layer(name, extra):
+    import models
+
+    spec = models.get_spec(name)
+    tuned = spec.builder(**spec.small_kwargs(), **extra, bn_momentum=0.9)
+    norms = [l for l in blocks._walk_layers(tuned) if isinstance(l, layers.BatchNormalization)]
+    assert norms, f"{name} has no batch norm layer to test"
+    assert {l.momentum for l in norms} == {0.9}
+
+
+def test_bn_momentum_defaults_to_keras_value():
+    import models
+
+    model = models.get("mlp", input_shape=(4,), num_classes=2, batch_norm=True)
+    assert [l.momentum for l in model.layers if isinstance(l, layers.BatchNormalization)] == [0.99, 0.99]
+    assert blocks.BN_MOMENTUM == layers.BatchNormalization().momentum == 0.99
+
+
+def test_set_bn_momentum_rejects_out_of_range_values():
+    model = _model((4,), lambda x: layers.BatchNormalization()(x))
+    with pytest.raises(ValueError, match="bn_momentum must be in"):
+        blocks.set_bn_momentum(model, 1.0)

@@ -18,18 +18,26 @@ def test_output_is_a_class_distribution_in_2d_and_3d(input_shape, rng):
     np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
 
 
-def test_channels_grow_by_growth_rate_and_transitions_compress():
+def test_channels_grow_by_growth_rate_and_transitions_compress(rng):
     model = densenet((16, 16, 1), 2, **SMALL)
     # stem 8 + 2 layers x 4 = 16 channels; the transition keeps half (8) and halves the grid.
     assert model.get_layer("block1_layer2_concat").output.shape == (None, 16, 16, 16)
     assert model.get_layer("transition1_pool").output.shape == (None, 8, 8, 8)
     assert model.get_layer("block2_layer2_concat").output.shape == (None, 8, 8, 16)
+    # Dense connectivity: the block's output carries the stem's features unchanged in its first
+    # 8 channels, and each layer's 4 new ones after them.
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in
+                                      ("stem_act", "block1_layer1_concat", "block1_layer2_concat")])
+    stem, first, second = (keras.ops.convert_to_numpy(t) for t in probe(rng.normal(size=(2, 16, 16, 1))))
+    np.testing.assert_array_equal(second[..., :8], stem)
+    np.testing.assert_array_equal(second[..., :12], first)
+    assert not np.allclose(second[..., 12:], 0)
 
 
 @pytest.mark.slow
 def test_densenet121_equals_keras_applications():
     ours = models.get("densenet121").count_params()
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     reference = keras.applications.DenseNet121(weights=None).count_params()
     assert ours == reference == 8_062_504
 
@@ -62,16 +70,11 @@ def test_bad_arguments_give_clear_errors(kwargs, match):
 
 
 @pytest.mark.slow
-def test_small_densenet_learns_to_classify_bars(bars):
+def test_small_densenet_learns_to_classify_bars(bars, learn):
     x, y = bars(192)
     x_test, y_test = bars(96, seed=1)
     model = densenet(
         (16, 16, 1), 3, blocks=(1, 1), growth_rate=8, init_filters=16, stem="small", norm="instance"
     )
-    model.compile(
-        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    history = model.fit(x, y, batch_size=16, epochs=4, verbose=0)
-    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    assert accuracy > 0.8
+    first, last, accuracy = learn(model, (x, y), (x_test, y_test), learning_rate=1e-2, epochs=4)
+    assert last < 0.7 * first and accuracy > 0.8

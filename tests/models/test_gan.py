@@ -51,7 +51,7 @@ def test_pix2pix_generator_translates_to_the_target_channels(shape, rng):
 def test_patchgan_gives_a_map_of_patch_logits(rng):
     model = patchgan_discriminator((32, 32, 1), target_channels=2, filters=(8, 16, 32))
     src, tgt = rng.normal(size=(2, 32, 32, 1)).astype("float32"), rng.normal(size=(2, 32, 32, 2)).astype("float32")
-    logits = _np(model([src, tgt]))
+    logits = _np(model(np.concatenate([src, tgt], axis=-1)))
     # 32 -> 16 -> 8 (stride 2), then two valid 4x4 convs on padded maps: 8 -> 7 -> 6.
     assert logits.shape == (2, 6, 6, 1)
 
@@ -72,14 +72,15 @@ def test_patchgan_logit_sees_only_its_patch(rng):
     tgt = rng.normal(size=(1, 32, 32, 1)).astype("float32")
     changed = tgt.copy()
     changed[0, 0, 0, 0] += 5.0  # top-left corner pixel
-    diff = np.abs(_np(model([src, changed])) - _np(model([src, tgt])))[0, ..., 0]
+    diff = np.abs(_np(model(np.concatenate([src, changed], -1))) - _np(model(np.concatenate([src, tgt], -1))))
+    diff = diff[0, ..., 0]
     assert diff[0, 0] > 0 and diff[-1, -1] == 0
 
 
 def test_round_trips(assert_round_trip, rng):
     assert_round_trip(pix2pix_generator((16, 16, 1), 1, filters=(4, 8)), rng.normal(size=(2, 16, 16, 1)).astype("float32"))
     assert_round_trip(patchgan_discriminator((16, 16, 1), filters=(4, 8, 8)),
-                      [rng.normal(size=(2, 16, 16, 1)).astype("float32")] * 2)
+                      rng.normal(size=(2, 16, 16, 2)).astype("float32"))
     assert_round_trip(dcgan_generator(4, (8, 8, 1), filters=(8, 4)), rng.normal(size=(2, 4)).astype("float32"))
 
 
@@ -153,3 +154,20 @@ def test_dcgan_losses_move_sensibly():
     assert g_end < 0.8 * g_start, f"G loss {g_start:.3f} -> {g_end:.3f}"
     for before, after in zip(d_weights, disc.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)  # G's updates left D alone
+
+
+def test_pix2pix_trainer_takes_the_registered_patchgan_as_it_is(rng):
+    from training.adversarial import Pix2PixTrainer
+
+    generator = pix2pix_generator((8, 8, 1), 1, filters=(4, 8))
+    critic = models.get("patchgan_discriminator", input_shape=(8, 8, 1), target_channels=1, filters=(4, 8))
+    assert critic.input_shape == (None, 8, 8, 2)  # concat([source, target]): what the trainer feeds
+    trainer = Pix2PixTrainer(generator, critic, l1_weight=1.0)
+    trainer.compile(keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.0))
+    source = rng.uniform(-1, 1, size=(2, 8, 8, 1)).astype("float32")
+    logs = {k: float(v) for k, v in trainer.test_step({"image": source, "target": -source}).items()}  # eager
+    real = _np(critic(np.concatenate([source, -source], -1)))
+    fake = _np(critic(np.concatenate([source, _np(generator(source))], -1)))
+    # Non-saturating discriminator loss: softplus(-real) + softplus(fake), averaged over patches.
+    expected = np.mean(np.logaddexp(0, -real)) + np.mean(np.logaddexp(0, fake))
+    assert logs["d_loss"] == pytest.approx(expected, rel=1e-4)

@@ -24,6 +24,19 @@ def test_heads_give_the_right_kind_of_output(task, outputs, check, rng):
     assert check(y)
 
 
+def test_forward_pass_matches_numpy(rng):
+    model = mlp((5,), 3, widths=(8, 4), activation="tanh")
+    x = rng.normal(size=(6, 5)).astype("float32")
+    h = x
+    for name in ("dense1", "dense2"):
+        kernel, bias = model.get_layer(name).get_weights()
+        h = np.tanh(h @ kernel + bias)
+    kernel, bias = model.get_layer("head_dense").get_weights()
+    logits = h @ kernel + bias
+    expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), expected, atol=1e-5)
+
+
 def test_parameter_count_is_the_sum_of_dense_layers():
     # 784*256+256 + 256*128+128 + 128*10+10
     assert models.get("mlp").count_params() == 235_146
@@ -41,8 +54,9 @@ def test_dropout_is_active_only_in_training(rng):
 
 
 def test_save_load_round_trip(assert_round_trip, rng):
-    model = mlp((6,), 3, widths=(8, 8), dropout=0.1, batch_norm=True, activation="gelu")
-    assert_round_trip(model, rng.normal(size=(4, 6)).astype("float32"))
+    model = mlp((6,), 3, widths=(8, 8), dropout=0.1, batch_norm=True, activation="gelu", bn_momentum=0.8)
+    loaded = assert_round_trip(model, rng.normal(size=(4, 6)).astype("float32"))
+    assert [l.momentum for l in loaded.layers if isinstance(l, keras.layers.BatchNormalization)] == [0.8, 0.8]
 
 
 @pytest.mark.parametrize(

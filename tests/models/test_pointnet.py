@@ -109,14 +109,9 @@ def _shape_clouds(n, num_points=64, seed=0):
 
 
 @pytest.mark.slow
-def test_small_pointnet_learns_to_tell_shapes_apart():
+def test_small_pointnet_learns_to_tell_shapes_apart(learn):
     x, y = _shape_clouds(256)
     x_test, y_test = _shape_clouds(96, seed=1)
     model = pointnet(num_points=64, num_classes=3, scale=0.125, norm="none", dropout=0.0)
-    model.compile(
-        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    history = model.fit(x, y, batch_size=16, epochs=6, verbose=0)
-    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    assert accuracy > 0.8
+    first, last, accuracy = learn(model, (x, y), (x_test, y_test), learning_rate=3e-3, epochs=6)
+    assert last < 0.5 * first and accuracy > 0.8

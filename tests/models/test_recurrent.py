@@ -60,6 +60,12 @@ def test_cnn_lstm_shares_one_encoder_across_frames(rng):
     # The frame encoder's weights are counted once, however many frames there are.
     lstm_and_head = 4 * 4 * (8 + 4 + 1) + (4 * 2 + 2)
     assert model.count_params() == encoder.count_params() + lstm_and_head
+    # Value: the features of frame t are the one encoder applied to frame t alone.
+    frames = rng.normal(size=(2, 5, 16, 16, 1)).astype("float32")
+    shared = model.get_layer("encode_frames")
+    features = keras.ops.convert_to_numpy(keras.Model(model.input, shared.output)(frames))
+    for t in (0, 4):
+        np.testing.assert_allclose(features[:, t], keras.ops.convert_to_numpy(shared.layer(frames[:, t])), atol=1e-5)
 
 
 def test_round_trip_cnn_lstm_and_bidirectional_tagger(assert_round_trip, rng):

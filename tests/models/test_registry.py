@@ -34,6 +34,25 @@ def test_register_get_and_defaults(private_registry):
     assert private_registry.list_models(family="Test") == ["tiny_test"]
 
 
+def _dense(input_shape, num_classes, width=2, activation=None, name="dense"):
+    x = keras.Input(input_shape)
+    h = keras.layers.Dense(width, name="hidden")(x)
+    return keras.Model(x, keras.layers.Dense(num_classes, activation=activation)(h), name=name)
+
+
+def test_preset_fixes_its_arguments_and_names_the_model(private_registry):
+    wide = private_registry.preset("wide_test", _dense, "A wide dense net.", fixed=dict(width=7),
+                                   settable=dict(activation="softmax"), family="Test", topic="t",
+                                   ranks=(0,), defaults=dict(input_shape=(3,), num_classes=2))
+    assert wide.__name__ == "wide_test" and wide.__doc__ == "A wide dense net."
+    model = private_registry.get("wide_test")
+    assert model.name == "wide_test" and model.get_layer("hidden").units == 7
+    assert model.layers[-1].activation is keras.activations.softmax
+    assert wide((3,), 2, activation=None, name="m").layers[-1].activation is keras.activations.linear
+    with pytest.raises(TypeError, match="wide_test: \\['width'\\] define the preset.*_dense"):
+        wide((3,), 2, width=3)
+
+
 def test_duplicate_names_are_refused(private_registry):
     private_registry.register("dup_test", family="Test", topic="t")(_tiny)
     with pytest.raises(ValueError, match="already registered"):

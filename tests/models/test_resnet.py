@@ -12,11 +12,13 @@ SMALL = dict(blocks=(1, 1), base_filters=4, stem="small")
 
 @pytest.mark.parametrize("input_shape", [(16, 16, 1), (8, 16, 16, 2)], ids=["2d", "3d"])
 @pytest.mark.parametrize("bottleneck", [False, True], ids=["basic", "bottleneck"])
-def test_output_is_a_class_distribution_in_2d_and_3d(input_shape, bottleneck, rng):
+def test_output_is_a_class_distribution_in_2d_and_3d(input_shape, bottleneck, rng, numpy_head):
     model = resnet(input_shape, 3, bottleneck=bottleneck, **SMALL)
-    y = keras.ops.convert_to_numpy(model(rng.normal(size=(2, *input_shape)).astype("float32")))
+    x = rng.normal(size=(2, *input_shape)).astype("float32")
+    y = keras.ops.convert_to_numpy(model(x))
     assert y.shape == (2, 3)
-    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+    # Value: global average pooling, dense and softmax of the last stage's features, in NumPy.
+    np.testing.assert_allclose(y, numpy_head(model, x, "head_pool", "head_dense"), atol=1e-5)
 
 
 def test_stages_halve_resolution_and_double_width():
@@ -40,10 +42,10 @@ def test_resnet34_matches_torchvision_count(trainable_params):
 @pytest.mark.slow
 def test_resnet50_equals_keras_applications(trainable_params):
     ours = models.get("resnet50").count_params()
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     reference = keras.applications.ResNet50(weights=None).count_params()
     assert ours == reference == 25_636_712
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     # Without conv biases: the paper / torchvision figure.
     assert trainable_params(resnet50((224, 224, 3), 1000, use_bias=False)) == 25_557_032
 
@@ -75,14 +77,9 @@ def test_bad_arguments_give_clear_errors(kwargs, match):
 
 
 @pytest.mark.slow
-def test_small_resnet_learns_to_classify_bars(bars):
+def test_small_resnet_learns_to_classify_bars(bars, learn):
     x, y = bars(192)
     x_test, y_test = bars(96, seed=1)
     model = resnet((16, 16, 1), 3, blocks=(1, 1), base_filters=8, stem="small", norm="instance")
-    model.compile(
-        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
-    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    assert accuracy > 0.85
+    first, last, accuracy = learn(model, (x, y), (x_test, y_test), learning_rate=1e-2, epochs=3)
+    assert last < 0.5 * first and accuracy > 0.85

@@ -20,12 +20,14 @@ Used by the tests through :func:`mirrored_results` (cached per test session)::
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,8 +43,24 @@ def mirrored_results(timeout: float = 540.0) -> dict:
     """Run every case in a subprocess (once per test session) and return ``{case: {run: summary}}``.
 
     A summary is ``{"history": {name: [per-epoch values]}, "weights": [sum |w| per weight]}``;
-    a case that raised holds ``{"error": traceback}`` instead.
+    a case that raised holds ``{"error": traceback}`` instead. Under pytest-xdist the workers of one
+    run share the result through a file (the first worker to ask runs the subprocess, the others wait
+    for it), so the two-replica training runs once per session, not once per worker.
     """
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id is None:
+        return _run_cases(timeout)
+    from data_utils.io import atomic_write_text
+
+    cache = Path(tempfile.gettempdir()) / f"kit-mirrored-trainers-{run_id}.json"
+    with open(cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not cache.exists():
+            atomic_write_text(cache, json.dumps(_run_cases(timeout)))
+        return json.loads(cache.read_text())
+
+
+def _run_cases(timeout: float) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), *CASES],

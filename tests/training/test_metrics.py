@@ -207,28 +207,16 @@ def test_masks_touching_the_border_have_a_surface_there():
     assert to_b.max() == pytest.approx(1.0) and to_a.max() == pytest.approx(1.0)
 
 
-@pytest.fixture
-def monai_metrics():
-    pytest.importorskip("monai")
-    torch = pytest.importorskip("torch")
-    import monai.metrics
-
-    return torch, monai.metrics
-
-
 @pytest.mark.slow  # importing torch + MONAI takes several seconds
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.parametrize("shape,spacing", [((48, 40), (0.7, 1.3)), ((24, 28, 12), (0.8, 0.8, 3.0))])
-def test_evaluate_segmentation_matches_monai(monai_metrics, rng, shape, spacing):
-    torch, mm = monai_metrics
+def test_evaluate_segmentation_matches_monai(monai, rng, shape, spacing):
+    mm = monai.metrics
     truth = _blobs(rng, shape, num_labels=3)
     pred = _perturb(truth, rng)
     report = M.evaluate_segmentation(pred, truth, spacing, labels={"a": 1, "b": 2, "c": 3})
 
-    def one_hot(x):
-        return torch.from_numpy(np.moveaxis(np.eye(4, dtype=np.float32)[x], -1, 0)[None].copy())
-
-    p, t = one_hot(pred), one_hot(truth)
+    p, t = (monai.channels_first(np.eye(4, dtype=np.float32)[x][None]) for x in (pred, truth))
     dice = mm.DiceMetric(include_background=False, reduction="none")(p, t).numpy()[0]
     hd = mm.HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(p, t, spacing=spacing)
     asd = mm.SurfaceDistanceMetric(include_background=False, symmetric=True, reduction="none")(p, t, spacing=spacing)

@@ -68,6 +68,40 @@ def test_random_affine_matrices_are_identity_for_zero_ranges_and_vary_per_sample
     assert m.shape == (3, 4, 4) and not np.allclose(m[0], m[1])
 
 
+def test_random_affine_matrices_flip_the_chosen_axis_of_about_half_the_samples():
+    seed = tf.constant([3, 4], tf.int32)
+    m = np.asarray(random_affine_matrices(seed, 64, (8, 6), rotation=0.0, translation=0.0, scale=0.0,
+                                          flip_axes=(1,)))
+    flipped = m[:, 1, 1] < 0
+    np.testing.assert_allclose(m[~flipped], np.broadcast_to(np.eye(3), (int((~flipped).sum()), 3, 3)), atol=1e-6)
+    # A left-right flip as a sampling matrix: column x reads column (W - 1) - x; rows stay.
+    np.testing.assert_allclose(m[flipped], np.broadcast_to([[1, 0, 0], [0, -1, 5], [0, 0, 1]],
+                                                           (int(flipped.sum()), 3, 3)), atol=1e-6)
+    assert 16 <= flipped.sum() <= 48  # probability 1/2 per sample
+
+
+def test_supervised_loss_sees_the_students_perturbed_copy_and_weight_zero_ignores_unlabelled(rng):
+    x, y = _blobs(4, rng)
+    unperturbed = MeanTeacher(_classifier(), rotation=0.0, translation=0.0, scale=0.0, noise_std=0.0, seed=0)
+    unperturbed.compile(keras.optimizers.SGD(0.0))
+    expected = float(np.mean(losses.cross_entropy(y, unperturbed.student(x))))
+    logs = unperturbed.train_step({"image": x, "label": y, "unlabelled": x})
+    assert float(logs["supervised"]) == pytest.approx(expected, rel=1e-5)
+    noisy = MeanTeacher(_classifier(), noise_std=1.0, seed=0)
+    noisy.compile(keras.optimizers.SGD(0.0))
+    assert float(noisy.train_step({"image": x, "label": y, "unlabelled": x})["supervised"]) != pytest.approx(expected, rel=1e-3)
+
+    def student_after_one_step(unlabelled):
+        keras.utils.set_random_seed(0)
+        trainer = MeanTeacher(_classifier(), consistency_weight=0.0, flip_axes=(1,), seed=0)
+        trainer.compile(keras.optimizers.SGD(0.5))
+        trainer.train_step({"image": x, "label": y, "unlabelled": unlabelled})
+        return trainer.student.get_weights()
+
+    for a, b in zip(student_after_one_step(x), student_after_one_step(10.0 + 0 * x[:2])):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_segmentation_consistency_is_zero_for_an_equivariant_student():
     # A 1x1 softmax "segmenter" commutes with spatial transforms: the teacher's moved prediction
     # equals the student's prediction on the moved image (up to interpolating before or after the
@@ -78,10 +112,10 @@ def test_segmentation_consistency_is_zero_for_an_equivariant_student():
     trainer = MeanTeacher(student, supervised_loss=losses.dice_ce_loss, rotation=0.3, translation=2.0,
                           noise_std=0.0, seed=1)
     x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
-    aligned = float(tf.reduce_max(trainer._consistency(tf.constant(x))))
+    aligned = float(tf.reduce_max(trainer._consistency(tf.constant(x))[0]))
     assert aligned < 5e-4  # measured 6e-5
     trainer.noise_std = 0.5
-    assert float(tf.reduce_min(trainer._consistency(tf.constant(x)))) > 10 * aligned
+    assert float(tf.reduce_min(trainer._consistency(tf.constant(x))[0])) > 10 * aligned
 
 
 def test_evaluate_reports_student_and_teacher(rng):
@@ -111,12 +145,15 @@ def test_mean_teacher_learns_from_eight_labels():
     (xl, yl), (xu, _), (xt, yt) = _blobs(8, rng), _blobs(128, rng), _blobs(200, rng)
     labelled = tf.data.Dataset.from_tensor_slices({"image": xl, "label": yl}).repeat().batch(8)
     unlabelled = tf.data.Dataset.from_tensor_slices(xu).shuffle(128, seed=0).repeat().batch(32)
-    trainer = MeanTeacher(_classifier(), consistency_weight=10.0, rampup_steps=50, ema_decay=0.95, seed=0)
+    # The supervised loss sees the perturbed copies too: shifts of up to 1 pixel keep the two blob
+    # positions (5 pixels apart) apart, while the default 2 could move either to the centre.
+    trainer = MeanTeacher(_classifier(), consistency_weight=1.0, rampup_steps=50, ema_decay=0.95, rotation=0.0,
+                          translation=1.0, scale=0.0, seed=0)
     trainer.compile(keras.optimizers.Adam(1e-2))
     history = trainer.fit(tf.data.Dataset.zip((labelled, unlabelled)), steps_per_epoch=25, epochs=6, verbose=0)
     assert history.history["supervised"][-1] < 0.5 * history.history["supervised"][0]
     accuracy = np.mean(trainer.teacher.predict(xt, verbose=0).argmax(1) == yt)
-    assert accuracy > 0.75  # measured 0.86-0.95 over seeds 0-2
+    assert accuracy > 0.75  # measured 0.90-0.94 over seeds 0-2 (data and initialisation)
 
 
 @pytest.mark.slow

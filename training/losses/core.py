@@ -164,15 +164,22 @@ class _RegulariserLoss(_FunctionLoss):
         return type(self)._function(y_pred, **self._kwargs)
 
 
-def loss_class(class_name: str, function, name: str, doc: str, *, base=_FunctionLoss, options_of=None):
+def loss_class(class_name: str, function, name: str | None = None, doc: str | None = None, *,
+               base=_FunctionLoss, options_of=None):
     """The Keras ``Loss`` class of a loss function, registered for serialisation.
 
     Args:
         class_name: e.g. ``"SoftDiceLoss"``. function: the loss function it calls.
-        name: the loss's default name in logs. doc: the class docstring.
+        name: the loss's default name in logs (default: the function's name, ending in ``_loss``).
+        doc: the class docstring (default: the function's first line, pointing to the function).
         base: ``_FunctionLoss`` (``function(y_true, y_pred, **options)``) or ``_RegulariserLoss``
             (``function(y_pred, **options)``). options_of: function whose keywords are the options.
     """
+    fn = function.__name__
+    name = name or (fn if fn.endswith("_loss") else f"{fn}_loss")
+    if doc is None:
+        summary = (function.__doc__ or fn).strip().splitlines()[0].split("; ")[0].rstrip(".")
+        doc = f"{summary}, for ``compile``; options as in :func:`{(options_of or function).__name__}`."
     attrs = {"_function": staticmethod(function), "_default_name": name, "__doc__": doc,
              "__module__": function.__module__}
     if options_of is not None:

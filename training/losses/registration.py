@@ -217,23 +217,11 @@ def gradient_norm(ddf, *, norm: str = "l2"):
 
 
 # One Keras class per loss for ``compile(loss=...)``; the options are the function's keywords.
-SSDLoss = loss_class("SSDLoss", ssd_loss, "ssd_loss",
-                     "Sum of squared differences (mean squared error per sample) for ``compile``; see :func:`ssd_loss`.")
-L1Loss = loss_class("L1Loss", l1_loss, "l1_loss", "Mean absolute error per sample for ``compile``; see :func:`l1_loss`.")
-LocalNCCLoss = loss_class("LocalNCCLoss", local_ncc_loss, "local_ncc_loss",
-                          "Local normalised cross-correlation loss for ``compile``; options as in :func:`local_ncc_loss`.")
-GlobalMutualInformationLoss = loss_class(
-    "GlobalMutualInformationLoss", global_mutual_information_loss, "global_mutual_information_loss",
-    "Negative global mutual information for ``compile``; options as in :func:`mutual_information`.",
-    options_of=mutual_information,
-)
-BendingEnergyLoss = loss_class(
-    "BendingEnergyLoss", bending_energy, "bending_energy_loss",
-    "Bending energy of the predicted displacement field (``y_true`` ignored); see :func:`bending_energy`.",
-    base=_RegulariserLoss,
-)
-GradientNormLoss = loss_class(
-    "GradientNormLoss", gradient_norm, "gradient_norm_loss",
-    "Gradient norm of the predicted displacement field (``y_true`` ignored); see :func:`gradient_norm`.",
-    base=_RegulariserLoss,
-)
+SSDLoss = loss_class("SSDLoss", ssd_loss)
+L1Loss = loss_class("L1Loss", l1_loss)
+LocalNCCLoss = loss_class("LocalNCCLoss", local_ncc_loss)
+GlobalMutualInformationLoss = loss_class("GlobalMutualInformationLoss", global_mutual_information_loss,
+                                         options_of=mutual_information)
+# The regularisers see only the predicted displacement field (``y_true`` is ignored).
+BendingEnergyLoss = loss_class("BendingEnergyLoss", bending_energy, base=_RegulariserLoss)
+GradientNormLoss = loss_class("GradientNormLoss", gradient_norm, base=_RegulariserLoss)

@@ -286,15 +286,9 @@ def tversky_loss(
 
 
 # One Keras class per loss for ``compile(loss=...)``; the options are the function's keywords.
-SoftDiceLoss = loss_class("SoftDiceLoss", soft_dice_loss, "soft_dice_loss",
-                          "Soft Dice loss for ``compile``; options as in :func:`soft_dice_loss`.")
-GeneralizedDiceLoss = loss_class("GeneralizedDiceLoss", generalized_dice_loss, "generalized_dice_loss",
-                                 "Generalised Dice loss for ``compile``; options as in :func:`generalized_dice_loss`.")
-DiceCELoss = loss_class("DiceCELoss", dice_ce_loss, "dice_ce_loss",
-                        "Dice + cross-entropy loss for ``compile``; options as in :func:`dice_ce_loss`.")
-CrossEntropyLoss = loss_class("CrossEntropyLoss", cross_entropy, "cross_entropy_loss",
-                              "(Weighted, label-smoothed) cross-entropy for ``compile``; options as in :func:`cross_entropy`.")
-FocalLoss = loss_class("FocalLoss", focal_loss, "focal_loss",
-                       "Focal loss for ``compile``; options as in :func:`focal_loss`.")
-TverskyLoss = loss_class("TverskyLoss", tversky_loss, "tversky_loss",
-                         "Tversky loss for ``compile``; options as in :func:`tversky_loss`.")
+SoftDiceLoss = loss_class("SoftDiceLoss", soft_dice_loss)
+GeneralizedDiceLoss = loss_class("GeneralizedDiceLoss", generalized_dice_loss)
+DiceCELoss = loss_class("DiceCELoss", dice_ce_loss)
+CrossEntropyLoss = loss_class("CrossEntropyLoss", cross_entropy)
+FocalLoss = loss_class("FocalLoss", focal_loss)
+TverskyLoss = loss_class("TverskyLoss", tversky_loss)

@@ -111,3 +111,17 @@ def test_projective_and_ct_window_keep_labels_integer_and_aligned(shape):
     fg = lab > 0
     assert img[fg].mean() > img[~fg].mean() + 0.3 and 0.0 <= img.min() and img.max() <= 1.0
     assert "projective" in REGISTRY.names("augmentation") and "ct_window" in REGISTRY.names("augmentation")
+
+
+def test_xla_chain_with_elastic_in_tf_data_matches_graph_mode():
+    # Unknown batch size (as after Dataset.batch): the elastic field is upsampled in its own XLA program.
+    image, label = blobs((4, 16, 16, 16))
+    steps = [augment.Flip(), augment.Affine(rotation=0.2, scale=0.1),
+             augment.Elastic(sigma=(4.0, 5.0), magnitude=(20.0, 40.0)), augment.Gamma(gamma_range=(0.8, 1.2))]
+    ds = tf.data.Dataset.from_tensor_slices({"image": image, "label": label}).batch(2)
+    graph = list(augment.apply_to_dataset(ds, augment.Compose(steps), seed=4))
+    xla = list(augment.apply_to_dataset(ds, augment.Compose(steps, jit_compile=True), seed=4))
+    for a, b in zip(graph, xla, strict=True):
+        np.testing.assert_allclose(b["image"].numpy(), a["image"].numpy(), atol=1e-4)
+        assert b["label"].dtype == tf.int32 and np.mean(b["label"].numpy() != a["label"].numpy()) < 1e-3
+    assert np.abs(graph[0]["image"].numpy() - image[:2]).max() > 1.0, "the chain moved something"

@@ -89,3 +89,20 @@ def test_projective_is_seeded_keeps_lines_straight_and_zero_is_identity(rng, sha
 def test_projective_rejects_folding_distortion(rng):
     with pytest.raises(ValueError, match="distortion"):
         augment.random_projective(volume(rng, (1, 8, 8, 1)), 0, distortion=0.5)
+
+
+def test_smooth_transform_leaves_only_the_upsampling_and_passes_others_through():
+    from data_utils.augment.spatial import realize_for_xla, smooth_transform
+
+    shape = (20, 20, 20)
+    drawn = augment.draw_elastic([3, 4], 2, shape, sigma=(4.0, 5.0), magnitude=(10.0, 20.0))
+    kind, smoothed = smooth_transform(drawn)
+    assert kind == "field" and smoothed["sigma"] is None and smoothed["amplitude"] is None
+    assert smoothed["noise"].shape == drawn[1]["noise"].shape  # still at the coarse resolution
+    assert smooth_transform((kind, smoothed))[1] is smoothed, "smoothing twice is a no-op"
+    direct = augment.realize_transform(drawn, shape)[1].numpy()
+    np.testing.assert_allclose(augment.realize_transform((kind, smoothed), shape)[1].numpy(), direct, atol=1e-5)
+    np.testing.assert_allclose(realize_for_xla(drawn, shape)[1].numpy(), direct, atol=1e-4)
+    assert np.abs(direct).max() > 0.5
+    affine = augment.draw_affine([1, 2], 2, shape, rotation=0.2)
+    assert smooth_transform(affine) is affine and realize_for_xla(affine, shape) is affine

@@ -199,28 +199,16 @@ def test_losses_are_differentiable_and_graph_safe(seg_batch):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def monai_losses():
-    pytest.importorskip("monai")
-    torch = pytest.importorskip("torch")
-    import monai.losses
-
-    return torch, monai.losses
-
-
 @pytest.mark.slow  # importing torch + MONAI takes several seconds
 @pytest.mark.parametrize("spatial", [(9, 7), (5, 6, 4)])
 @pytest.mark.parametrize("batch,include_background", [(False, True), (True, False)])
-def test_dice_family_matches_monai(monai_losses, rng, spatial, batch, include_background):
-    torch, ml = monai_losses
+def test_dice_family_matches_monai(monai, rng, spatial, batch, include_background):
+    ml = monai.losses
     labels = rng.integers(0, 3, size=(2, *spatial))
     labels[1] = np.where(labels[1] == 2, 0, labels[1])  # class 2 absent in sample 1
     logits = rng.normal(size=(2, *spatial, 3)).astype("float32")
 
-    def to_torch(x):
-        return torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1).copy())
-
-    t_logits, t_labels = to_torch(logits), to_torch(labels[..., None].astype("int64"))
+    t_logits, t_labels = monai.channels_first(logits), monai.channels_first(labels[..., None].astype("int64"))
     common = dict(include_background=include_background, to_onehot_y=True, softmax=True, batch=batch)
     cases = [
         (L.soft_dice_loss, ml.DiceLoss(**common), {}),
