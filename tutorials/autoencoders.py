@@ -18,7 +18,7 @@
 # bladder, prostate and rectum in textured tissue with a bias field and Rician noise). Slices of the
 # test volumes are never seen in training.
 #
-# **Run it:**  ``python tutorials/autoencoders.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~20 s).
+# **Run it:**  ``python tutorials/autoencoders.py [--quick]``  (about 2 min on a laptop CPU; ``--quick`` ~25 s).
 #
 # In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
 # first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.

@@ -16,7 +16,7 @@
 # **Data:** 4-class B-mode ultrasound-like images (normal, cyst, solid mass, calcification) from
 # `data_utils.synthetic`, with a deliberately SMALL training set.
 #
-# **Run it:**  `python tutorials/regularisation.py [--quick]`  (about 2 minutes on a laptop CPU; `--quick` ~20 s).
+# **Run it:**  `python tutorials/regularisation.py [--quick]`  (about 2 minutes on a laptop CPU; `--quick` ~25 s).
 #
 # In a notebook (`jupytext --to notebook`, VS Code, Jupyter, Colab), set `QUICK = True` in the
 # first cell or the environment variable `TUTORIAL_QUICK=1` for the short run.

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from coursework.mark import band_score
 
 from .conftest import REPO, run_module
 from .test_mark import BASELINE, item, make_fork, mark_line
@@ -379,7 +382,20 @@ def test_honest_fork_is_marked_as_documented(tmp_path, quick_run, instructor):
     for passed in ("integrity", "training", "predict_contract", "reproducibility"):
         assert item(report, passed)["status"] == "passed", item(report, passed)["output"]
     print(proc.stdout[-900:])  # the measured figure, for coursework/marking/BASELINE.yaml
-    assert mark_line(proc.stdout) == pytest.approx(BASELINE["quick_profile_mark_percent"], abs=3.0)
+    fixed = sum(float(item(report, i)["score"]) for i in ("integrity", "training", "predict_contract", "reproducibility"))
+    assert fixed == BASELINE["quick_profile_fixed_points"]
+    # The banded items score what the marker measured, by the scheme's bands. The quick model's
+    # held-out Dice sits near the bottom of its band, so their points differ between CPUs.
+    scheme = {entry["id"]: entry for entry in yaml.safe_load((REPO / "coursework/marking/scheme.yaml").read_text())["items"]}
+    banded = 0.0
+    for item_id in ("dice", "hd95"):
+        entry, scored = scheme[item_id], item(report, item_id)
+        measured = float(re.search(r"measured ([0-9.]+)", scored["output"]).group(1))
+        expected = band_score(measured, entry["band"], entry["points"])
+        assert float(scored["score"]) == pytest.approx(expected, abs=0.01), scored["output"]
+        banded += float(scored["score"])
+    assert float(re.search(r"measured ([0-9.]+)", item(report, "dice")["output"]).group(1)) >= 0.4  # it learned
+    assert mark_line(proc.stdout) == pytest.approx(100 * (fixed + banded) / float(report["max_score"]), abs=0.06)
     marks = (out / "marks.md").read_text()
     assert "its provenance is trusted" in marks and "isolation '" in marks
     assert "Self-check" not in marks
