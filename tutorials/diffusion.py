@@ -228,8 +228,9 @@ tut.finish(
      "last_epoch_loss": history["loss"][-1], "ddpm_seconds": ddpm_seconds, "ddim_seconds": ddim_seconds,
      "ddim_speedup": time_ratio, "ddim_speedup_over_call_ratio": time_ratio / call_ratio},
     expect={
-        "eval_loss_after": ("<=", 0.6 * loss_before),  # the network has learned to denoise
-        "last_epoch_loss": ("<=", 0.8 * history["loss"][0]),  # and the training loss fell
-        "ddim_speedup": (">=", 0.3 * call_ratio),  # fewer network calls, less time (wall clock: loose bar)
+        # Measured --quick, seeds 0-2 x TF_ENABLE_ONEDNN_OPTS 1/0 (AMD EPYC AVX-512), beside each bar.
+        "eval_loss_after": ("<=", 0.6 * loss_before),  # 0.26-0.29 x loss_before: it learned to denoise
+        "last_epoch_loss": ("<=", 0.8 * history["loss"][0]),  # 0.27-0.29 x the first epoch's: the loss fell
+        "ddim_speedup": (">=", 0.3 * call_ratio),  # 7.8-14.8x for 10x fewer calls (wall clock: loose bar)
     },
 )

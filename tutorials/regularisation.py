@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 import models  # noqa: E402
 from data_utils import augment  # noqa: E402
 from data_utils.synthetic import make_ultrasound_dataset  # noqa: E402
-from training import regularization  # noqa: E402
+from training import metrics, regularization  # noqa: E402
 
 IMAGE_SIZE = 32
 NUM_TRAIN = tut.pick(160, 80)  # small on purpose: easy to overfit
@@ -92,7 +92,8 @@ def build(dropout=0.0):
 
 
 def accuracy(model, x, y):
-    return float(np.mean(keras.ops.convert_to_numpy(model(x)).argmax(-1) == y))
+    """Fraction of images in ``x`` (N, H, W, 1) whose predicted class equals ``y`` (N,)."""
+    return metrics.accuracy(keras.ops.convert_to_numpy(model(x)).argmax(-1), y)
 
 # %% [markdown]
 # ## Baseline: no regularisation

@@ -43,6 +43,7 @@ import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 from data_utils.synthetic import make_ultrasound_dataset  # noqa: E402
+from training import metrics  # noqa: E402
 from training.semi_supervised import MeanTeacher  # noqa: E402
 
 IMAGE_SIZE = 32  # pixels; the field of view is 40 mm either way
@@ -102,7 +103,8 @@ def make_student():
 
 
 def accuracy(model):
-    return float(np.mean(model.predict(x_test, verbose=0, batch_size=200).argmax(axis=1) == y_test))
+    """Test accuracy of ``model`` on the held-out images."""
+    return metrics.accuracy(model.predict(x_test, verbose=0, batch_size=200).argmax(axis=1), y_test)
 
 
 labelled = tf.data.Dataset.from_tensor_slices({"image": x_lab, "label": y_lab}).shuffle(64, seed=tut.seed).repeat().batch(8)
