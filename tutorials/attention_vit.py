@@ -124,6 +124,11 @@ tut.save_figure(fig, "attention_by_hand.png")
 # **position embedding** is added to every token, because attention by itself ignores order.
 
 # %%
+# With real data instead of the phantom: a CSV of (image, label) rows loads as
+#     cases, class_names = data_utils.layouts.csv_classification_cases("labels.csv")
+#     images, labels = (data_utils.layouts.load_classification_cases(cases)[k] for k in ("image", "label"))
+# (split by patient with `data_utils.datasets.split_cases`), or a MedMNIST-style .npz, already split:
+# `data_utils.formats.load_npz("breastmnist.npz")["train"]["image"]`.
 images, labels, class_names = make_ultrasound_dataset(NUM_TRAIN + NUM_TEST, image_size=IMAGE_SIZE,
                                                       num_classes=2, seed=tut.seed)
 x_train, y_train = images[:NUM_TRAIN], labels[:NUM_TRAIN]

@@ -61,6 +61,11 @@ FIXED_WEIGHTS = {"segmentation": 1.0, "lesion": 1.0}
 # Each slice has a tissue map; a slice is "lesion positive" if any pixel is lesion.
 
 # %%
+# With real data instead of the phantom: a folder of NIfTI pairs (case000_img.nii.gz + case000_mask.nii.gz)
+# loads as slices with `data_utils.datasets`:
+#     cases = find_cases("my_data/")   # then split_cases(cases, 0.15, 0.25, seed) by patient
+#     slices = stack_slices(load_cases(cases, normalize="zscore_nonzero"))   # image (N, H, W, 1), label (N, H, W)
+# and the per-image task label (here: a lesion present or not) follows from each label slice.
 data = make_modality_pairs(NUM_TRAIN + NUM_TEST, image_size=IMAGE_SIZE, contrasts=("flair",), seed=tut.seed)
 images = data["flair"].astype("float32")
 tissue = data["label"].astype("int32")

@@ -60,6 +60,9 @@ BN_MOMENTUM = 0.8  # batch norm's running statistics keep up in a short run (Ker
 # randomly rotated, since patients and scanners do not agree on a pose.
 
 # %%
+# With real data instead of the phantom: any (N, P, 3) float array of surface points (for example
+# sampled from the boundary voxels of segmentation masks, in mm) and an (N,) integer label array,
+# e.g. from `np.load("clouds.npz")`, take the place of `points` and `labels` below.
 points, labels, _ = make_pointcloud_dataset(NUM_TRAIN + NUM_TEST, num_points=NUM_POINTS, seed=tut.seed)
 class_names = ("kidney", "bladder", "vessel bifurcation", "ventricle")
 x_train, y_train = points[:NUM_TRAIN], labels[:NUM_TRAIN]

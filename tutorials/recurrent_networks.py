@@ -126,6 +126,8 @@ tut.save_figure(fig, "unfolded_rnn.png")
 # carry them.
 
 # %%
+# With real data instead of the phantom: any (N, L, 1) float array of signals (for example ECG leads
+# resampled to SAMPLING_RATE, in mV) takes the place of `signal` below.
 ecg_long = make_ecg_dataset(TBPTT_SIGNALS, length=TBPTT_LENGTH + 1, sampling_rate=SAMPLING_RATE, seed=tut.seed)
 signal = ecg_long["signal"]  # (N, L + 1, 1) in mV
 

@@ -100,6 +100,11 @@ tut.save_figure(fig, "mil_attention.png")
 # direction that increases the loss. Adversarial training adds such images to every batch.
 
 # %%
+# With real data instead of the phantom: a CSV of (image, label) rows loads as
+#     cases, class_names = data_utils.layouts.csv_classification_cases("labels.csv")
+#     images, labels = (data_utils.layouts.load_classification_cases(cases)[k] for k in ("image", "label"))
+# (split by patient with `data_utils.datasets.split_cases`), or a MedMNIST-style .npz, already split:
+# `data_utils.formats.load_npz("breastmnist.npz")["train"]["image"]`.
 x_src, y_src, class_names = make_ultrasound_dataset(NUM_IMAGES, image_size=IMAGE_SIZE, num_classes=2, seed=tut.seed)
 x_tgt, y_tgt, _ = make_ultrasound_dataset(NUM_IMAGES, image_size=IMAGE_SIZE, num_classes=2, seed=tut.seed + 1, sector=False)
 half = NUM_IMAGES // 2

@@ -68,6 +68,11 @@ PERTURBATIONS = {"rotation": 0.0, "translation": 2.0, "scale": 0.0, "flip_axes":
 # only a few images of each class, use the rest without labels, and hold out a separate test set.
 
 # %%
+# With real data instead of the phantom: a CSV of (image, label) rows loads as
+#     cases, class_names = data_utils.layouts.csv_classification_cases("labels.csv")
+#     images, labels = (data_utils.layouts.load_classification_cases(cases)[k] for k in ("image", "label"))
+# (split by patient with `data_utils.datasets.split_cases`), or a MedMNIST-style .npz, already split:
+# `data_utils.formats.load_npz("breastmnist.npz")["train"]["image"]`.
 images, labels, class_names = make_ultrasound_dataset(
     NUM_CLASSES * LABELS_PER_CLASS * 2 + NUM_UNLABELLED + NUM_TEST, image_size=IMAGE_SIZE,
     num_classes=NUM_CLASSES, seed=tut.seed)
