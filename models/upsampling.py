@@ -31,6 +31,11 @@ import numpy as np
 from keras import layers, ops
 
 
+def _as_config(value) -> int | tuple[int, ...]:
+    """An int stays an int, a sequence becomes a tuple of ints (what ``get_config`` stores)."""
+    return int(value) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+
+
 def _sizes(value, rank: int, what: str) -> tuple[int, ...]:
     """An int or ``rank`` ints -> a tuple of ``rank`` positive ints."""
     sizes = (int(value),) * rank if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
@@ -84,7 +89,7 @@ class MaxPoolingWithIndices(layers.Layer):
 
     def __init__(self, pool_size: int | Sequence[int] = 2, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = pool_size if isinstance(pool_size, (int, np.integer)) else tuple(int(p) for p in pool_size)
+        self.pool_size = _as_config(pool_size)
 
     def build(self, input_shape):
         spatial = _spatial(input_shape, type(self).__name__)
@@ -131,7 +136,7 @@ class MaxUnpooling(layers.Layer):
 
     def __init__(self, pool_size: int | Sequence[int] = 2, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = pool_size if isinstance(pool_size, (int, np.integer)) else tuple(int(p) for p in pool_size)
+        self.pool_size = _as_config(pool_size)
 
     def build(self, input_shape):
         shape, index_shape = input_shape
@@ -201,7 +206,7 @@ class LinearUpSampling(layers.Layer):
 
     def __init__(self, size: int | Sequence[int] = 2, **kwargs):
         super().__init__(**kwargs)
-        self.size = size if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+        self.size = _as_config(size)
 
     def build(self, input_shape):
         spatial = _spatial(input_shape, type(self).__name__)
