@@ -165,8 +165,7 @@ def report(cfg: MainJobBenchConfig, raw: dict, info: dict, load_end: list[float]
         f"Candidate / baseline: wall **{wall['median']:.2f}x** ({wall['min']:.2f}-{wall['max']:.2f} per round), "
         f"CPU {cpu['median']:.2f}x ({cpu['min']:.2f}-{cpu['max']:.2f}); {verdict}.",
         f"Machine: {common.describe_machine(info, load_end)}",
-        f"{len(rounds)} interleaved round(s) of `python -m coursework.train {' '.join(raw['args'])}`".rstrip() +
-        ", each from a clean checkout (dataset generated on first use, TensorFlow import included); medians with (min-max).",
+        f"{len(rounds)} interleaved round(s) of `python -m coursework.train{''.join(' ' + a for a in raw['args'])}`, each from a clean checkout (dataset generated on first use, TensorFlow import included); medians with (min-max).",
     ]
     return "\n".join(lines + notes), summary
 
