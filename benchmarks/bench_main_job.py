@@ -25,7 +25,6 @@ import dataclasses
 import json
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,10 +135,6 @@ def measure(cfg: MainJobBenchConfig) -> dict:
     return {"commits": commits, "args": args, "rounds": rounds}
 
 
-def _median_range(values) -> str:
-    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
-
-
 def report(cfg: MainJobBenchConfig, raw: dict, info: dict, load_end: list[float]) -> tuple[str, dict]:
     """The Markdown table (medians with min-max over rounds, per-round ratios) and a summary dict."""
     rounds, commits = raw["rounds"], raw["commits"]
@@ -150,8 +145,8 @@ def report(cfg: MainJobBenchConfig, raw: dict, info: dict, load_end: list[float]
         summary[side] = {key: common.summarise([run[key] for run in runs]) for key in ("wall_s", "cpu_s", "mean_dice")}
         dice = ", ".join(f"{run['mean_dice']:.3f}" for run in runs)
         hd95 = ", ".join(f"{run['mean_hd95_mm']:.2f}" for run in runs)
-        lines.append(f"| {side} | `{commits[side][:7]}` | {_median_range([r['wall_s'] for r in runs])} | "
-                     f"{_median_range([r['cpu_s'] for r in runs])} | {dice} | {hd95} |")
+        lines.append(f"| {side} | `{commits[side][:7]}` | {common.format_range(summary[side]['wall_s'], '{:.1f}')} | "
+                     f"{common.format_range(summary[side]['cpu_s'], '{:.1f}')} | {dice} | {hd95} |")
     ratios = {key: [r["candidate"][key] / r["baseline"][key] for r in rounds] for key in ("wall_s", "cpu_s")}
     summary["ratio"] = {key: common.summarise(values) for key, values in ratios.items()}
     wall, cpu = summary["ratio"]["wall_s"], summary["ratio"]["cpu_s"]

@@ -273,10 +273,6 @@ def measure(cfg: TrainingBenchConfig) -> dict:
     return {"rounds": rounds, "profiles": profiles}
 
 
-def _fmt_range(s: dict, fmt: str = "{:.2f}") -> str:
-    return fmt.format(s["median"]) + (f" ({fmt.format(s['min'])}-{fmt.format(s['max'])})" if s["n"] > 1 else "")
-
-
 def report(cfg: TrainingBenchConfig, raw: dict, info: dict, load_end: list[float]) -> tuple[str, dict]:
     """The Markdown table (and notes) and the summary dict written beside it."""
     lines = [
@@ -313,9 +309,9 @@ def report(cfg: TrainingBenchConfig, raw: dict, info: dict, load_end: list[float
             if s is None:
                 lines.append(f"| {label} | {name} | | not installed | | | | |")
                 continue
-            ratio = _fmt_range(per_side["ratio"]) + "x" if side == "kit" and "ratio" in per_side else ""
+            ratio = common.format_range(per_side["ratio"]) + "x" if side == "kit" and "ratio" in per_side else ""
             lines.append(
-                f"| {label} | {name} | {s['params']:,} | {_fmt_range(s['samples_per_s'])} | {s['gflop_per_step']:.1f} | "
+                f"| {label} | {name} | {s['params']:,} | {common.format_range(s['samples_per_s'])} | {s['gflop_per_step']:.1f} | "
                 f"{s['gflops']['median']:.1f} | {s['matmul_fraction']['median']:.0%} of {s['matmul_gflops']['median']:.0f} | {ratio} |"
             )
     notes = [

@@ -215,3 +215,8 @@ def run_benchmark(name: str, cfg: Any, measure: Callable[[Any], dict],
 def summarise(values: Sequence[float]) -> dict[str, float]:
     """Median, min and max of repeated measurements (the median is what tables quote)."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def format_range(s: dict[str, float], fmt: str = "{:.2f}") -> str:
+    """``median (min-max)`` of a :func:`summarise` dict, the form every table quotes; the median alone for one value."""
+    return fmt.format(s["median"]) + (f" ({fmt.format(s['min'])}-{fmt.format(s['max'])})" if s["n"] > 1 else "")

@@ -29,7 +29,9 @@ from pathlib import Path
 
 # Tutorials live one folder below the repository root; make `models`, `data_utils` and `training`
 # importable however the tutorial is started (python tutorials/x.py, a kernel in tutorials/ or the root).
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# This module is always imported (never run as a notebook cell), so its import spec names its file;
+# the notebooks themselves must not rely on a file name, which a Jupyter kernel does not have.
+REPO_ROOT = Path(__spec__.origin).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 # The kit's TensorFlow settings (quiet start-up, oneDNN) come with `training`: data_utils.environment.

@@ -78,3 +78,8 @@ def test_run_benchmark_writes_the_report_and_every_measurement(tmp_path):
     assert written["config"] == {"repeats": 2, "out_dir": str(tmp_path)}
     assert written["raw"] == {"rounds": [1.0, 1.0]} and written["summary"] == {"n": 2}
     assert (tmp_path / "demo.md").read_text().startswith("| 2 rounds on ")
+
+
+def test_format_range_gives_median_and_spread_or_the_median_alone():
+    assert common.format_range(common.summarise([1.0, 4.0, 2.0])) == "2.00 (1.00-4.00)"
+    assert common.format_range(common.summarise([81.24]), "{:.1f}") == "81.2"
