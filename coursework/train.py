@@ -212,6 +212,7 @@ def build_and_compile(cfg: CourseworkConfig, spatial_rank: int, steps_per_epoch:
     """The network from ``solution.build_model``, compiled with the solution's loss, the optimiser and Dice."""
     from coursework import solution
     from training import optim
+    from training.trainer_base import build_optimizers
 
     input_shape = (None, None, 1) if spatial_rank == 2 else (None, None, None, 1)
     model = solution.build_model(cfg, input_shape, NUM_CLASSES)
@@ -221,6 +222,9 @@ def build_and_compile(cfg: CourseworkConfig, spatial_rank: int, steps_per_epoch:
     optimizer = optim.get(cfg.optimizer, cfg.learning_rate, total_steps=total, schedule="cosine",
                           warmup_steps=total // 20, alpha=0.02)
     model.compile(optimizer=optimizer, loss=solution.build_loss(cfg), metrics=dice_metrics())
+    # Create Adam's moment variables now: left to the first step, they make TensorFlow trace the
+    # training step twice (measured: the first step takes twice as long).
+    build_optimizers(model)
     return model
 
 
