@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_utils.registry import REGISTRY
-from data_utils.augment.seeding import _batch_size, as_seed, batch_seed, spatial_rank, split_seed
+from data_utils.augment.seeding import _batch_size, as_seed, batch_seed, no_autograph, spatial_rank, split_seed
 from data_utils.augment.intensity import (
     bias_field,
     brightness,
@@ -61,6 +61,7 @@ class Augmentation:
             )
         self.kwargs = dict(kwargs)
 
+    @no_autograph
     def __call__(self, image, seed, label=None):
         """Apply to a batch: returns the image (and the label unchanged if one is given)."""
         out = type(self).function(image, seed, **self.kwargs)
@@ -82,6 +83,7 @@ class SpatialAugmentation(Augmentation):
     exact = False  # True for flips/rot90: integer matrices, nearest sampling is lossless
     default_padding = "reflection"
 
+    @no_autograph
     def __call__(self, image, seed, label=None):
         return type(self).function(image, seed, label=label, **self.kwargs)
 
@@ -99,6 +101,7 @@ class BatchAugmentation(Augmentation):
 
     kind = "batch"
 
+    @no_autograph
     def __call__(self, image, seed, label=None):
         if label is None:
             raise ValueError(f"{type(self).__name__} mixes labels too: give a label (a dict with 'label').")
@@ -175,6 +178,7 @@ class Compose:
     def __repr__(self) -> str:
         return f"Compose({self.transforms!r})"
 
+    @no_autograph
     def __call__(self, element, seed):
         """Augment a dict element (or a bare image tensor) with a stateless seed."""
         if not isinstance(element, dict):
@@ -272,9 +276,7 @@ def apply_to_dataset(dataset, chain, seed, num_parallel_calls=tf.data.AUTOTUNE, 
     else:
         dataset = dataset.enumerate()
 
-    # The chain has no tensor-dependent Python control flow, so AutoGraph conversion (slow to
-    # trace) is not needed.
-    @tf.autograph.experimental.do_not_convert
+    @no_autograph  # the chain has no tensor-dependent control flow to convert (see seeding.no_autograph)
     def augment_batch(counter, element):
         return chain(element, batch_seed(base, counter))
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from data_utils import spatial as sp
 from data_utils.augment.seeding import (
+    no_autograph,
     _batch_and_seeds,
     _apply_mask,
     _batch_size,
@@ -50,6 +51,7 @@ def _bias_log_field(seed, batch, spatial_shape, degree, coeff_range) -> tf.Tenso
     return tf.einsum("biyx,zi->bzyx", t, bases[0])
 
 
+@no_autograph
 def bias_field(image, seed, prob: float = 1.0, degree: int = 3, coeff_range=(0.0, 0.1)) -> tf.Tensor:
     """Multiply by a smooth random MR bias field ``exp(polynomial)`` (MONAI ``RandBiasField``).
 
@@ -80,6 +82,7 @@ def bias_field(image, seed, prob: float = 1.0, degree: int = 3, coeff_range=(0.0
     return _select(_apply_mask(seeds[1], batch, prob), out, image)
 
 
+@no_autograph
 def rician_noise(
     image, seed, prob: float = 1.0, mean: float = 0.0, std: float = 1.0, relative: bool = False,
     sample_std: bool = True, channel_wise: bool = False,
@@ -115,6 +118,7 @@ def rician_noise(
     return _select(_apply_mask(seeds[3], batch, prob), out, image)
 
 
+@no_autograph
 def gaussian_noise(image, seed, prob: float = 1.0, mean: float = 0.0, std: float = 0.1, sample_std: bool = True):
     """Add Gaussian noise ``N(mean, sigma)`` (MONAI ``RandGaussianNoise``).
 
@@ -135,6 +139,7 @@ def gaussian_noise(image, seed, prob: float = 1.0, mean: float = 0.0, std: float
     return _select(_apply_mask(seeds[2], batch, prob), out, image)
 
 
+@no_autograph
 def speckle_noise(image, seed, prob: float = 1.0, std=(0.0, 0.2)):
     """Multiply by ``1 + n``, ``n ~ N(0, sigma)``: the multiplicative speckle of ultrasound images.
 
@@ -154,6 +159,7 @@ def speckle_noise(image, seed, prob: float = 1.0, std=(0.0, 0.2)):
     return _select(_apply_mask(seeds[2], batch, prob), out, image)
 
 
+@no_autograph
 def ct_window(image, seed, prob: float = 1.0, center: float = 40.0, width: float = 400.0, window: str | None = None,
               center_shift: float = 0.0, width_scale: float = 0.0, out_range=(0.0, 1.0)):
     """CT windowing in Hounsfield units, with a random window per sample.
@@ -206,6 +212,7 @@ def _minmax(image, rank):
     return lo, hi
 
 
+@no_autograph
 def gamma(image, seed, prob: float = 1.0, gamma_range=(0.5, 4.5)):
     """Random gamma on the min-max normalised intensities (MONAI ``RandAdjustContrast``).
 
@@ -233,6 +240,7 @@ def gamma(image, seed, prob: float = 1.0, gamma_range=(0.5, 4.5)):
     return _select(_apply_mask(seeds[1], batch, prob), out, image)
 
 
+@no_autograph
 def brightness(image, seed, prob: float = 1.0, offset=0.1):
     """Add a random offset per sample (MONAI ``RandShiftIntensity``).
 
@@ -247,6 +255,7 @@ def brightness(image, seed, prob: float = 1.0, offset=0.1):
     return _select(_apply_mask(seeds[1], batch, prob), out, image)
 
 
+@no_autograph
 def contrast(image, seed, prob: float = 1.0, factor=(0.75, 1.25)):
     """Scale intensities about the per-sample, per-channel mean: ``(x - mean) * f + mean``.
 
@@ -265,6 +274,7 @@ def contrast(image, seed, prob: float = 1.0, factor=(0.75, 1.25)):
     return _select(_apply_mask(seeds[1], batch, prob), out, image)
 
 
+@no_autograph
 def histogram_shift(image, seed, prob: float = 1.0, num_control_points: int = 10):
     """Random monotone piecewise-linear intensity remapping (MONAI ``RandHistogramShift``).
 
@@ -347,6 +357,7 @@ def _along_axis(x, matrix, axis: int):
     return tf.einsum(f"{m},{src}->{dst}", matrix, x)
 
 
+@no_autograph
 def smooth(image, sigma, radius: int, padding: str = "SYMMETRIC", upsample=None):
     """Separable Gaussian smoothing with a different sigma per sample (and per axis).
 
@@ -387,6 +398,7 @@ def smooth(image, sigma, radius: int, padding: str = "SYMMETRIC", upsample=None)
     return out
 
 
+@no_autograph
 def gaussian_blur(image, seed, prob: float = 1.0, sigma=(0.25, 1.5), truncate: float = 3.0):
     """Gaussian blur with a random sigma per sample and axis (MONAI ``RandGaussianSmooth``).
 
@@ -407,6 +419,7 @@ def gaussian_blur(image, seed, prob: float = 1.0, sigma=(0.25, 1.5), truncate: f
     return _select(_apply_mask(seeds[1], batch, prob), out, image)
 
 
+@no_autograph
 def low_resolution(image, seed, prob: float = 1.0, zoom_range=(0.5, 1.0)):
     """Simulate a low-resolution acquisition (MONAI ``RandSimulateLowResolution``).
 
@@ -449,6 +462,7 @@ def _box_mask(seed, batch, shape, size_low, size_high):
     return mask
 
 
+@no_autograph
 def cutout(image, seed, prob: float = 1.0, size=(0.1, 0.3), fill: float = 0.0):
     """Set one random box per sample to ``fill`` (MONAI ``RandCoarseDropout`` with one hole).
 

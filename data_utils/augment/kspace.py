@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_utils.augment.seeding import (
+    no_autograph,
     _batch_and_seeds,
     _apply_mask,
     _batch_size,
@@ -39,6 +40,7 @@ def _channels_last(image, rank):
     return tf.transpose(image, [0] + list(range(2, rank + 2)) + [1])
 
 
+@no_autograph
 def gibbs_ringing(image, seed, prob: float = 1.0, alpha=(0.0, 1.0)):
     """Gibbs ringing by truncating k-space to a centred ball (MONAI ``RandGibbsNoise``).
 
@@ -70,6 +72,7 @@ def gibbs_ringing(image, seed, prob: float = 1.0, alpha=(0.0, 1.0)):
     return _select(_apply_mask(seeds[1], batch, prob), out, image)
 
 
+@no_autograph
 def kspace_spikes(image, seed, prob: float = 1.0, num_spikes: int = 1, intensity_range=(0.95, 1.10)):
     """Herringbone artefact: set random k-space points to a high magnitude (MONAI ``RandKSpaceSpikeNoise``).
 

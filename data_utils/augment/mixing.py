@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from data_utils.augment.seeding import (
+    no_autograph,
     _batch_and_seeds,
     _apply_mask,
     _check_prob,
@@ -36,6 +37,7 @@ def _one_hot_label(label, num_classes, rank):
     return tf.one_hot(tf.cast(label, tf.int32), num_classes, dtype=tf.float32)
 
 
+@no_autograph
 def mixup(image, label, seed, num_classes: int, prob: float = 1.0, alpha: float = 0.4):
     """Mixup: blend each sample with a random partner, labels blended as one-hot (Zhang et al. 2018).
 
@@ -62,6 +64,7 @@ def mixup(image, label, seed, num_classes: int, prob: float = 1.0, alpha: float 
     return out_x, out_y
 
 
+@no_autograph
 def cutmix(image, label, seed, num_classes: int | None = None, prob: float = 1.0, alpha: float = 1.0):
     """CutMix: paste a random box from a partner sample (Yun et al. 2019).
 

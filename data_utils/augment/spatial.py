@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from data_utils import spatial as sp
 from data_utils.augment.seeding import (
+    no_autograph,
     _apply_mask,
     _batch_size,
     _check_prob,
@@ -61,6 +62,7 @@ def _default_axes(axes, rank):
     return axes
 
 
+@no_autograph
 def draw_flip(seed, batch, spatial_shape, prob: float = 0.5, axes=None):
     """Random flips as sampling matrices: each listed spatial axis flipped with probability ``prob``.
 
@@ -80,6 +82,7 @@ def draw_flip(seed, batch, spatial_shape, prob: float = 0.5, axes=None):
     return "affine", tf.concat([top, bottom], axis=1)
 
 
+@no_autograph
 def draw_rot90(seed, batch, spatial_shape, prob: float = 0.5, axes=(-2, -1)):
     """Random rotation by 90, 180 or 270 degrees in the plane of two spatial axes (equal sizes).
 
@@ -110,6 +113,7 @@ def draw_rot90(seed, batch, spatial_shape, prob: float = 0.5, axes=(-2, -1)):
     return "affine", tf.stack(rows, axis=1)
 
 
+@no_autograph
 def draw_affine(
     seed, batch, spatial_shape, prob: float = 1.0, rotation=0.0, scale=0.0, shear=0.0, translation=0.0
 ):
@@ -139,6 +143,7 @@ def draw_affine(
     return "affine", _gate_matrix(_apply_mask(seeds[4], batch, prob), matrix, rank)
 
 
+@no_autograph
 def draw_elastic(
     seed, batch, spatial_shape, prob: float = 1.0, sigma=(5.0, 7.0), magnitude=(50.0, 150.0),
     mode: str = "gaussian", num_control_points: int = 5,
@@ -189,6 +194,7 @@ def draw_elastic(
                      "ratios": tuple(ratios)}
 
 
+@no_autograph
 def draw_projective(seed, batch, spatial_shape, prob: float = 1.0, distortion=0.1):
     """Random projective (perspective) sampling maps as displacement fields ``(B, *spatial, r)``.
 
@@ -302,6 +308,7 @@ def _spatial_call(sampler, image, seed, label, padding, interpolation="linear", 
     return out_image if label is None else (out_image, out_label)
 
 
+@no_autograph
 def flip(image, seed, label=None, prob: float = 0.5, axes=None):
     """Randomly flip each spatial axis with probability ``prob`` (per sample, per axis).
 
@@ -325,6 +332,7 @@ def flip(image, seed, label=None, prob: float = 0.5, axes=None):
     return tensors[0] if label is None else tuple(tensors)
 
 
+@no_autograph
 def rot90(image, seed, label=None, prob: float = 0.5, axes=(-2, -1)):
     """Randomly rotate by 90, 180 or 270 degrees in the plane of ``axes`` (sizes must match).
 
@@ -333,6 +341,7 @@ def rot90(image, seed, label=None, prob: float = 0.5, axes=(-2, -1)):
     return _spatial_call(draw_rot90, image, seed, label, "border", "nearest", prob=prob, axes=axes)
 
 
+@no_autograph
 def random_affine(
     image, seed, label=None, prob: float = 1.0, rotation=0.0, scale=0.0, shear=0.0, translation=0.0,
     padding: str = "reflection",
@@ -352,6 +361,7 @@ def random_affine(
                          scale=scale, shear=shear, translation=translation)
 
 
+@no_autograph
 def elastic(
     image, seed, label=None, prob: float = 1.0, sigma=(5.0, 7.0), magnitude=(50.0, 150.0),
     mode: str = "gaussian", num_control_points: int = 5, padding: str = "reflection",
@@ -368,6 +378,7 @@ def elastic(
 
 
 
+@no_autograph
 def random_projective(image, seed, label=None, prob: float = 1.0, distortion=0.1, padding: str = "border"):
     """Random projective (perspective) transform, image linear, label nearest (see :func:`draw_projective`).
 

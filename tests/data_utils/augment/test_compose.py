@@ -1,5 +1,7 @@
 """Tests for data_utils.augment.compose: chains, fusion of spatial steps, tf.data."""
 
+import inspect
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -125,3 +127,29 @@ def test_xla_chain_with_elastic_in_tf_data_matches_graph_mode():
         np.testing.assert_allclose(b["image"].numpy(), a["image"].numpy(), atol=1e-4)
         assert b["label"].dtype == tf.int32 and np.mean(b["label"].numpy() != a["label"].numpy()) < 1e-3
     assert np.abs(graph[0]["image"].numpy() - image[:2]).max() > 1.0, "the chain moved something"
+
+
+def test_augmentations_are_not_rewritten_by_autograph_inside_a_users_map():
+    """A user's own ``Dataset.map`` function is converted by AutoGraph; the kit's augmentation code is
+    marked do-not-convert so AutoGraph does not rewrite it on every trace (seconds per pipeline), and
+    the batches are the same as through ``apply_to_dataset``."""
+    public = [getattr(augment, n) for n in dir(augment) if not n.startswith("_")]
+    functions = [f for f in public if callable(f) and not isinstance(f, type) and f is not augment.apply_to_dataset
+                 and "seed" in inspect.signature(f).parameters]  # apply_to_dataset builds the pipeline itself
+    assert len(functions) >= 25
+    unmarked = [f.__name__ for f in functions if not hasattr(f, "autograph_info__")]
+    assert not unmarked, f"augmentation functions AutoGraph would convert: {unmarked}"
+    for name in REGISTRY.names("augmentation"):
+        step_class = REGISTRY.get("augmentation", name)
+        assert hasattr(step_class.__call__, "autograph_info__"), name
+    assert hasattr(augment.Compose.__call__, "autograph_info__")
+
+    image, label = blobs((4, 24, 24))
+    chain = augment.Compose([augment.Flip(), augment.Affine(rotation=0.2), augment.GaussianNoise(std=0.1)])
+    ds = tf.data.Dataset.from_tensor_slices({"image": image, "label": label}).batch(2)
+    reference = list(augment.apply_to_dataset(ds, chain, seed=3, new_randomness_each_epoch=False))
+    base = augment.as_seed(3)
+    users = list(ds.enumerate().map(lambda i, element: chain(element, augment.batch_seed(base, i))))
+    for a, b in zip(reference, users, strict=True):
+        np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
+        np.testing.assert_array_equal(a["label"].numpy(), b["label"].numpy())
