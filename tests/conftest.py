@@ -42,18 +42,3 @@ def monai():
         return torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1).copy())
 
     return types.SimpleNamespace(torch=torch, losses=monai.losses, metrics=monai.metrics, channels_first=channels_first)
-
-
-# Fixtures that cost tens of seconds and are shared by several tests. Under pytest-xdist a test that
-# needs one runs on the worker that already holds it (`--dist loadgroup`, set in pyproject.toml):
-# otherwise a second worker either waits idle on the first one's lock or builds its own copy.
-SHARED_FIXTURE_GROUPS = ("quick_run", "tensorflow_reference", "interrupted_runs", "instructor")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        group = next((name for name in SHARED_FIXTURE_GROUPS if name in item.fixturenames), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))

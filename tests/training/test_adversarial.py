@@ -141,7 +141,6 @@ def test_pix2pix_learns_the_translation():
     assert l1[-1] < 0.3 * l1[0]  # measured 0.66 -> 0.10
 
 
-@pytest.mark.xdist_group("mirrored")  # shares one subprocess run (mirrored_trainers.py)
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["gan", "pix2pix"])
 def test_mirrored_strategy_gives_the_one_device_losses(case):

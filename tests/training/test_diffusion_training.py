@@ -74,7 +74,6 @@ def test_diffusion_unet_learns_to_predict_noise():
     assert ema_loss["loss"] < 0.6
 
 
-@pytest.mark.xdist_group("mirrored")  # shares one subprocess run (mirrored_trainers.py)
 @pytest.mark.slow
 def test_mirrored_strategy_gives_the_one_device_losses():
     assert_same_as_one_device("diffusion")

@@ -104,7 +104,6 @@ def test_dann_classifies_the_shifted_target_domain():
     assert target["accuracy"] > 0.8  # measured 0.89-0.93 over seeds 0-1
 
 
-@pytest.mark.xdist_group("mirrored")  # shares one subprocess run (mirrored_trainers.py)
 @pytest.mark.slow
 def test_mirrored_strategy_gives_the_one_device_losses():
     assert_same_as_one_device("dann")

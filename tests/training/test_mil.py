@@ -80,7 +80,6 @@ def test_mil_finds_the_key_instance():
     assert hits > 0.9  # the positive instance gets the most attention without instance labels
 
 
-@pytest.mark.xdist_group("mirrored")  # shares one subprocess run (mirrored_trainers.py)
 @pytest.mark.slow
 def test_mirrored_strategy_gives_the_one_device_losses():
     assert_same_as_one_device("mil")

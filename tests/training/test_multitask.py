@@ -127,7 +127,6 @@ def test_multitask_learns_both_tasks(weighting):
         assert history["segmentation_weight"][-1] > 1.5 and history["classification_weight"][-1] > 1.5
 
 
-@pytest.mark.xdist_group("mirrored")  # shares one subprocess run (mirrored_trainers.py)
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["multitask_fixed", "multitask_uncertainty", "task_conditioned"])
 def test_mirrored_strategy_gives_the_one_device_losses(case):

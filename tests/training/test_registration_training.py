@@ -81,7 +81,6 @@ def test_registration_learns_to_align_shifted_blobs():
     assert history["similarity"][-1] < 0.2 * history["similarity"][0]  # measured 0.0176 -> 0.0005
 
 
-@pytest.mark.xdist_group("mirrored")  # shares one subprocess run (mirrored_trainers.py)
 @pytest.mark.slow
 def test_mirrored_strategy_gives_the_one_device_losses():
     assert_same_as_one_device("registration")

@@ -156,7 +156,6 @@ def test_mean_teacher_learns_from_eight_labels():
     assert accuracy > 0.75  # measured 0.90-0.94 over seeds 0-2 (data and initialisation)
 
 
-@pytest.mark.xdist_group("mirrored")  # shares one subprocess run (mirrored_trainers.py)
 @pytest.mark.slow
 def test_mirrored_strategy_gives_the_one_device_losses():
     assert_same_as_one_device("mean_teacher")
