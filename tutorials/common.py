@@ -133,7 +133,7 @@ class Tutorial:
         class TensorBoard(keras.callbacks.TensorBoard):
             def on_train_begin(self, logs=None):
                 # Create the optimiser's variables before the first step: created inside it, they
-                # make TensorFlow trace the step twice (measured: 52 s -> 40 s for recurrent_networks).
+                # make TensorFlow trace the step twice (measured: recurrent_networks' quick run 52 s -> 45 s).
                 build_optimizers(self.model)
                 super().on_train_begin(logs)
 

@@ -421,3 +421,12 @@ def test_keep_largest_components_drops_detached_islands():
 def test_progress_metrics_are_mean_and_per_structure_dice():
     names = [m.name for m in train.dice_metrics()]
     assert names == ["dice", "dice_bladder", "dice_prostate", "dice_rectum"]
+
+
+def test_model_is_compiled_with_the_optimiser_built():
+    """Adam's variables exist before ``fit``: created inside the first step, they would make TensorFlow
+    trace that step twice (the quick run's first epoch took 23 s instead of 12 s on 2 AVX2 cores)."""
+    cfg = CourseworkConfig(depth=1, base_filters=4)
+    model = train.build_and_compile(cfg, spatial_rank=2, steps_per_epoch=4)
+    assert model.optimizer.built
+    assert len(model.optimizer.variables) > 2 * len(model.trainable_variables)  # m and v per weight

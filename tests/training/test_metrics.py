@@ -2,6 +2,10 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -10,6 +14,8 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from training import metrics as M
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _blobs(rng, shape, num_labels=2, sigma=2.0):
@@ -396,3 +402,14 @@ def test_dice_metric_reads_labels_as_the_losses_do():
     with pytest.raises(ValueError, match="channels"):
         M.DiceMetric(num_classes=3).update_state(np.zeros((1, 2, 2, 2)), np.zeros((1, 2, 2, 3), "float32"))
     np.testing.assert_array_equal(np.asarray(losses.to_one_hot(np.array([[1, 0]]), 2, 3)), [[[0, 1], [1, 0]]])
+
+
+def test_evaluation_metrics_import_without_keras():
+    """The NumPy evaluation (used by the marking, in processes of their own) does not load Keras or
+    TensorFlow, seconds of start-up; ``training.metrics.DiceMetric`` still works, imported on first use."""
+    code = ("import sys, training.metrics as m; assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules; "
+            "m.evaluate_segmentation(__import__('numpy').ones((4, 4), int), __import__('numpy').ones((4, 4), int)); "
+            "assert m.DiceMetric.__name__ == 'DiceMetric' and 'keras' in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]

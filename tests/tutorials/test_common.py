@@ -98,6 +98,15 @@ def test_progress_and_tensorboard(tmp_path, capsys):
     assert "tiny model" in shown and "3/3" in shown
     assert f"loss: {history.history['loss'][-1]:.4f}" in shown  # the last epoch's loss, not a running mean
     assert list((tmp_path / "logs" / "run1").rglob("*tfevents*")), "no TensorBoard event file written"
+    # Each callback creates the optimiser's variables when training begins, before the first step is
+    # traced (created inside it, they make TensorFlow trace that step twice).
+    for callback in (tut.progress("again"), tut.tensorboard("run2")):
+        fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        fresh.compile(optimizer="adam", loss="mse")
+        callback.set_model(fresh)
+        callback.set_params({"epochs": 1, "steps": 1, "verbose": 0})
+        callback.on_train_begin()
+        assert fresh.optimizer.built and len(fresh.optimizer.variables) > 1
 
 
 def test_save_figure_writes_png_and_closes(tmp_path):
