@@ -2,6 +2,8 @@
 
 # The kit's TensorFlow settings, before TensorFlow is imported anywhere.
 import data_utils  # noqa: F401, I001
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -42,3 +44,44 @@ def monai():
         return torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1).copy())
 
     return types.SimpleNamespace(torch=torch, losses=monai.losses, metrics=monai.metrics, channels_first=channels_first)
+
+
+# ----------------------------------------------------------------------------- background work
+# Under pytest-xdist the controller process sits idle while the workers test. It starts the one
+# long computation that several test modules share, the MirroredStrategy trainer runs (a subprocess,
+# about 80 s on 2 cores), as soon as the session starts, so that no worker idles on its lock.
+_TESTS = Path(__file__).resolve().parent
+_BACKGROUND = pytest.StashKey()  # the background subprocess, in the controller's config.stash
+
+
+def _selects_mirrored_tests(config) -> bool:
+    if "not slow" in (config.option.markexpr or ""):
+        return False
+    training = _TESTS / "training"
+    for arg in config.args:
+        path = Path(arg.split("::")[0]).resolve()
+        if path == training or training.is_relative_to(path) or path.is_relative_to(training):
+            return True
+    return False
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return  # a worker, or no xdist: the tests run the subprocess themselves when they need it
+    if not _selects_mirrored_tests(config):
+        return
+    import uuid
+
+    from tests.training import mirrored_trainers
+
+    config.option.testrunuid = config.option.testrunuid or uuid.uuid4().hex  # handed to the workers
+    config.stash[_BACKGROUND] = mirrored_trainers.start_in_background(config.option.testrunuid)
+
+
+def pytest_unconfigure(config):
+    process = config.stash.get(_BACKGROUND, None)
+    if process is not None:
+        from tests.training import mirrored_trainers
+
+        mirrored_trainers.clean_up(config.option.testrunuid, process)
+

@@ -38,33 +38,82 @@ EPOCHS = 2
 GLOBAL_BATCH = 8
 
 
+def cache_path(run_id: str) -> Path:
+    """Where the results of test run ``run_id`` (pytest-xdist's ``testrunuid``) are kept."""
+    return Path(tempfile.gettempdir()) / f"kit-mirrored-trainers-{run_id}.json"
+
+
+def start_in_background(run_id: str) -> subprocess.Popen:
+    """Start the subprocess now, without waiting (called by the pytest-xdist controller at start-up).
+
+    The two workers are then busy with other tests while it runs, instead of one of them running
+    it and the other idling on the lock when it reaches a second MirroredStrategy test.
+    """
+    cache = cache_path(run_id)
+    with open(cache.with_suffix(".log"), "w") as log:
+        process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--out", str(cache), *CASES],
+                                   cwd=ROOT, env=_env(), stdout=log, stderr=log, start_new_session=True)
+    cache.with_suffix(".started").touch()
+    return process
+
+
+def clean_up(run_id: str, process) -> None:
+    """End the background run if it is still going (an interrupted session) and delete its files."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+    for suffix in (".json", ".log", ".started", ".lock"):
+        cache_path(run_id).with_suffix(suffix).unlink(missing_ok=True)
+
+
 @functools.lru_cache(maxsize=None)
 def mirrored_results(timeout: float = 540.0) -> dict:
     """Run every case in a subprocess (once per test session) and return ``{case: {run: summary}}``.
 
     A summary is ``{"history": {name: [per-epoch values]}, "weights": [sum |w| per weight]}``;
     a case that raised holds ``{"error": traceback}`` instead. Under pytest-xdist the workers of one
-    run share the result through a file (the first worker to ask runs the subprocess, the others wait
-    for it), so the two-replica training runs once per session, not once per worker.
+    run share the result through a file: the controller starts the subprocess when the session
+    starts (``tests/conftest.py``) and the tests wait for its file; without that, the first worker
+    to ask runs it and the others wait for it. Either way the two-replica training runs once per
+    session, not once per worker.
     """
     run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if run_id is None:
         return _run_cases(timeout)
     from data_utils.io import atomic_write_text
 
-    cache = Path(tempfile.gettempdir()) / f"kit-mirrored-trainers-{run_id}.json"
+    cache = cache_path(run_id)
+    if cache.with_suffix(".started").exists():
+        deadline = time.monotonic() + timeout
+        while not cache.exists():
+            if time.monotonic() > deadline:
+                log = cache.with_suffix(".log")
+                raise RuntimeError(f"mirrored_trainers.py wrote no results in {timeout:.0f} s:\n"
+                                   f"{log.read_text()[-4000:] if log.exists() else ''}")
+            time.sleep(1.0)
+        return _read(cache)
     with open(cache.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not cache.exists():
             atomic_write_text(cache, json.dumps(_run_cases(timeout)))
-        return json.loads(cache.read_text())
+        return _read(cache)
+
+
+def _read(cache: Path) -> dict:
+    results = json.loads(cache.read_text())
+    if "script_error" in results:
+        raise RuntimeError(f"mirrored_trainers.py failed:\n{results['script_error'][-4000:]}")
+    return results
+
+
+def _env() -> dict:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
 
 
 def _run_cases(timeout: float) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), *CASES],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"mirrored_trainers.py failed:\n{proc.stderr[-4000:]}")
@@ -299,4 +348,22 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(CASES))
+    args = sys.argv[1:]
+    if args[:1] == ["--out"]:  # started in the background: the results (or the failure) go to a file
+        out, names = Path(args[1]), args[2:] or list(CASES)
+        import contextlib
+        import io
+        import traceback
+
+        from data_utils.io import atomic_write_text
+
+        buffer = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buffer):
+                main(names)
+            atomic_write_text(out, buffer.getvalue().strip().splitlines()[-1])
+        except BaseException:
+            atomic_write_text(out, json.dumps({"script_error": traceback.format_exc()}))
+            raise
+    else:
+        main(args or list(CASES))
