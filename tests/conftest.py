@@ -47,41 +47,56 @@ def monai():
 
 
 # ----------------------------------------------------------------------------- background work
-# Under pytest-xdist the controller process sits idle while the workers test. It starts the one
-# long computation that several test modules share, the MirroredStrategy trainer runs (a subprocess,
-# about 80 s on 2 cores), as soon as the session starts, so that no worker idles on its lock.
+# Under pytest-xdist the controller process sits idle while the workers test. It starts the long
+# computations that several tests share as soon as the session starts: the MirroredStrategy trainer
+# runs (a subprocess, about 80 s on 2 cores) and the coursework quick run (about 45 s). No worker
+# then idles on their locks, and the two workers stay busy with other tests meanwhile.
 _TESTS = Path(__file__).resolve().parent
-_BACKGROUND = pytest.StashKey()  # the background subprocess, in the controller's config.stash
+_BACKGROUND = pytest.StashKey()  # {name: subprocess}, in the controller's config.stash
 
 
-def _selects_mirrored_tests(config) -> bool:
-    if "not slow" in (config.option.markexpr or ""):
+def _selects(config, folder: str, slow_only: bool = True) -> bool:
+    """Whether this session's arguments select the tests in ``tests/<folder>`` (and slow tests)."""
+    if slow_only and "not slow" in (config.option.markexpr or ""):
         return False
-    training = _TESTS / "training"
+    wanted = _TESTS / folder
     for arg in config.args:
         path = Path(arg.split("::")[0]).resolve()
-        if path == training or training.is_relative_to(path) or path.is_relative_to(training):
+        if path == wanted or wanted.is_relative_to(path) or path.is_relative_to(wanted):
             return True
     return False
 
 
 def pytest_configure(config):
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
-        return  # a worker, or no xdist: the tests run the subprocess themselves when they need it
-    if not _selects_mirrored_tests(config):
-        return
+        return  # a worker, or no xdist: the tests run these themselves when they need them
     import uuid
 
+    from tests.coursework import conftest as coursework
     from tests.training import mirrored_trainers
 
     config.option.testrunuid = config.option.testrunuid or uuid.uuid4().hex  # handed to the workers
-    config.stash[_BACKGROUND] = mirrored_trainers.start_in_background(config.option.testrunuid)
+    started = {}
+    if _selects(config, "training"):
+        started["mirrored"] = mirrored_trainers.start_in_background(config.option.testrunuid)
+    if _selects(config, "coursework"):
+        started["quick_run"] = coursework.start_quick_run_in_background(config.option.testrunuid)
+    config.stash[_BACKGROUND] = started
 
 
 def pytest_unconfigure(config):
-    process = config.stash.get(_BACKGROUND, None)
-    if process is not None:
+    started = config.stash.get(_BACKGROUND, {})
+    for process in started.values():
+        if process.poll() is None:  # an interrupted session
+            process.kill()
+            process.wait()
+    if "mirrored" in started:
         from tests.training import mirrored_trainers
 
-        mirrored_trainers.clean_up(config.option.testrunuid, process)
+        mirrored_trainers.clean_up(config.option.testrunuid)
+    if "quick_run" in started:
+        import shutil
 
+        from tests.coursework import conftest as coursework
+
+        shutil.rmtree(coursework.shared_quick_dir(config.option.testrunuid), ignore_errors=True)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,33 +33,71 @@ def _lock(path: Path):
     return handle
 
 
+def shared_quick_dir(run_id: str) -> Path:
+    """The folder of test run ``run_id``'s quick run when the xdist controller starts it in the background."""
+    return Path(tempfile.gettempdir()) / f"kit-coursework-quick-{run_id}"
+
+
+def train_quick(shared: Path) -> dict:
+    """Run ``python -m coursework.train --quick`` into ``shared/results``; record it in ``shared/run.json``."""
+    start = time.perf_counter()
+    proc = run_module("coursework.train", "--quick", "--results-dir", str(shared / "results"), timeout=600)
+    info = {"run_dir": str(shared / "results" / "quick"), "seconds": time.perf_counter() - start,
+            "stdout": proc.stdout, "results_dir": str(shared / "results"), "returncode": proc.returncode,
+            "stderr": proc.stderr[-3000:]}
+    tmp = shared / "run.json.tmp"
+    tmp.write_text(json.dumps(info))
+    tmp.replace(shared / "run.json")
+    return info
+
+
+def start_quick_run_in_background(run_id: str) -> subprocess.Popen:
+    """Start the shared quick run now, without waiting (called by the pytest-xdist controller)."""
+    shared = shared_quick_dir(run_id)
+    shared.mkdir(parents=True, exist_ok=True)
+    code = "import sys, pathlib; from tests.coursework.conftest import train_quick; train_quick(pathlib.Path(sys.argv[1]))"
+    with open(shared / "background.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-c", code, str(shared)], cwd=REPO, stdout=log, stderr=log,
+                                   env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    (shared / "started").touch()
+    return process
+
+
+def _wait_for(info_file: Path, timeout: float = 900) -> dict:
+    deadline = time.monotonic() + timeout
+    while not info_file.is_file():
+        assert time.monotonic() < deadline, f"the background quick run wrote no {info_file} in {timeout:.0f} s"
+        time.sleep(1.0)
+    return json.loads(info_file.read_text())
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory) -> dict:
     """``python -m coursework.train --quick`` run once per test session (shared across workers).
 
+    Under pytest-xdist the controller starts it in the background when the session starts
+    (``tests/conftest.py``) and this waits for it; otherwise the first worker to ask trains it
+    while holding a lock, and the others wait.
+
     Returns:
         ``{"run_dir": Path, "seconds": float, "stdout": str, "results_dir": Path}``.
     """
-    # The parent of the per-worker base temp is shared by all xdist workers of this session.
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    shared = root / "coursework-quick"
-    shared.mkdir(parents=True, exist_ok=True)
-    handle = _lock(shared / ".lock")
-    try:
-        info_file = shared / "run.json"
-        if info_file.is_file():
-            info = json.loads(info_file.read_text())
-        else:
-            start = time.perf_counter()
-            proc = run_module("coursework.train", "--quick", "--results-dir", str(shared / "results"), timeout=600)
-            seconds = time.perf_counter() - start
-            assert proc.returncode == 0, f"quick run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            info = {"run_dir": str(shared / "results" / "quick"), "seconds": seconds, "stdout": proc.stdout,
-                    "results_dir": str(shared / "results")}
-            info_file.write_text(json.dumps(info))
-    finally:
-        if handle is not None:
-            handle.close()
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id and (shared_quick_dir(run_id) / "started").exists():
+        info = _wait_for(shared_quick_dir(run_id) / "run.json")
+    else:
+        # The parent of the per-worker base temp is shared by all xdist workers of this session.
+        root = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            root = root.parent
+        shared = root / "coursework-quick"
+        shared.mkdir(parents=True, exist_ok=True)
+        handle = _lock(shared / ".lock")
+        try:
+            info_file = shared / "run.json"
+            info = json.loads(info_file.read_text()) if info_file.is_file() else train_quick(shared)
+        finally:
+            if handle is not None:
+                handle.close()
+    assert info["returncode"] == 0, f"quick run failed:\n{info['stdout'][-3000:]}\n{info['stderr']}"
     return {**info, "run_dir": Path(info["run_dir"]), "results_dir": Path(info["results_dir"])}

@@ -57,11 +57,8 @@ def start_in_background(run_id: str) -> subprocess.Popen:
     return process
 
 
-def clean_up(run_id: str, process) -> None:
-    """End the background run if it is still going (an interrupted session) and delete its files."""
-    if process is not None and process.poll() is None:
-        process.kill()
-        process.wait()
+def clean_up(run_id: str) -> None:
+    """Delete the files of test run ``run_id`` (its subprocess has ended)."""
     for suffix in (".json", ".log", ".started", ".lock"):
         cache_path(run_id).with_suffix(suffix).unlink(missing_ok=True)
 
