@@ -18,7 +18,7 @@ from coursework.config import CourseworkConfig
 from data_utils import io
 from training.config import load_config
 
-from .conftest import REPO, run_module
+from .conftest import REPO, _lock, run_module
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -306,24 +306,49 @@ def _train_process(args, signal_at=None, timeout=300):
                           preexec_fn=lambda: os.umask(0o022))
 
 
-@pytest.fixture(scope="module")
-def interrupted_runs(tmp_path_factory):
-    """The same tiny run three ways: uninterrupted ("a"), and "b": SIGTERM in epoch 2, resumed,
-    SIGKILL in epoch 3, resumed again. Returns the folders and the processes."""
-    root = tmp_path_factory.mktemp("interrupted")
+def _make_interrupted_runs(root: Path) -> dict:
+    """Train the tiny run "a" straight through and "b" with a SIGTERM and a SIGKILL; see below."""
     _write_pairs(root / "data", n=5)
     args = ["--data", str(root / "data"), "--results-dir", str(root / "results"), *TINY, "--epochs", "4"]
     procs = {
         "a": _train_process([*args, "--run-name", "a"]),
         "b-sigterm": _train_process([*args, "--run-name", "b"], signal_at="SIGTERM:1:1"),
     }
-    procs["b-after-sigterm"] = {p.name for p in (root / "results").iterdir()}
+    after_sigterm = sorted(p.name for p in (root / "results").iterdir())
     procs["b-sigkill"] = _train_process([*args, "--run-name", "b", "--resume"], signal_at="SIGKILL:2:0")
     procs["b-resumed"] = _train_process([*args, "--run-name", "b", "--resume"])
-    return {"results": root / "results", **procs}
+    return {"b-after-sigterm": after_sigterm,
+            "procs": {k: {"args": p.args, "returncode": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
+                      for k, p in procs.items()}}
 
 
-@pytest.mark.slow
+@pytest.fixture(scope="module")
+def interrupted_runs(tmp_path_factory):
+    """The same tiny run three ways: uninterrupted ("a"), and "b": SIGTERM in epoch 2, resumed,
+    SIGKILL in epoch 3, resumed again. Returns the folders and the processes.
+
+    Made once per session: under pytest-xdist the tests using it can land on both workers, and the
+    second reads what the first recorded (folder shared by the workers, under a lock).
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    root = root / "interrupted-runs"
+    root.mkdir(parents=True, exist_ok=True)
+    handle = _lock(root / ".lock")
+    try:
+        record = root / "runs.json"
+        if not record.is_file():
+            record.write_text(json.dumps(_make_interrupted_runs(root)))
+    finally:
+        if handle is not None:
+            handle.close()
+    saved = json.loads(record.read_text())
+    procs = {k: subprocess.CompletedProcess(p["args"], p["returncode"], p["stdout"], p["stderr"])
+             for k, p in saved["procs"].items()}
+    return {"results": root / "results", "b-after-sigterm": set(saved["b-after-sigterm"]), **procs}
+
+
 def test_sigterm_is_handled_like_ctrl_c_and_keeps_the_run(interrupted_runs):
     proc = interrupted_runs["b-sigterm"]
     assert proc.returncode == 130, proc.stderr[-2000:]
