@@ -39,23 +39,50 @@ def shared_quick_dir(run_id: str) -> Path:
 
 
 def train_quick(shared: Path) -> dict:
-    """Run ``python -m coursework.train --quick`` into ``shared/results``; record it in ``shared/run.json``."""
+    """Run ``python -m coursework.train --quick`` into ``shared/results``; return its record."""
     start = time.perf_counter()
     proc = run_module("coursework.train", "--quick", "--results-dir", str(shared / "results"), timeout=600)
     info = {"run_dir": str(shared / "results" / "quick"), "seconds": time.perf_counter() - start,
             "stdout": proc.stdout, "results_dir": str(shared / "results"), "returncode": proc.returncode,
             "stderr": proc.stderr[-3000:]}
-    tmp = shared / "run.json.tmp"
-    tmp.write_text(json.dumps(info))
-    tmp.replace(shared / "run.json")
     return info
+
+
+def write_record(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def made_once(tmp_path_factory, name: str, make) -> dict:
+    """``make(folder)`` run once per test session, its JSON-able result shared by every xdist worker.
+
+    The folder ``<session base temp>/<name>`` is shared by the workers; the first to ask runs ``make``
+    under a lock and records the result, the others wait for the lock and read the record.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the parent of the per-worker base temp is shared by the workers
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = _lock(folder / ".lock")
+    try:
+        record = folder / "record.json"
+        if not record.is_file():
+            write_record(record, make(folder))
+        return json.loads(record.read_text())
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 def start_quick_run_in_background(run_id: str) -> subprocess.Popen:
     """Start the shared quick run now, without waiting (called by the pytest-xdist controller)."""
     shared = shared_quick_dir(run_id)
     shared.mkdir(parents=True, exist_ok=True)
-    code = "import sys, pathlib; from tests.coursework.conftest import train_quick; train_quick(pathlib.Path(sys.argv[1]))"
+    code = ("import sys, pathlib; from tests.coursework.conftest import train_quick, write_record; "
+            "p = pathlib.Path(sys.argv[1]); write_record(p / 'run.json', train_quick(p))")
     with open(shared / "background.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-c", code, str(shared)], cwd=REPO, stdout=log, stderr=log,
                                    env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
@@ -86,18 +113,6 @@ def quick_run(tmp_path_factory) -> dict:
     if run_id and (shared_quick_dir(run_id) / "started").exists():
         info = _wait_for(shared_quick_dir(run_id) / "run.json")
     else:
-        # The parent of the per-worker base temp is shared by all xdist workers of this session.
-        root = tmp_path_factory.getbasetemp()
-        if os.environ.get("PYTEST_XDIST_WORKER"):
-            root = root.parent
-        shared = root / "coursework-quick"
-        shared.mkdir(parents=True, exist_ok=True)
-        handle = _lock(shared / ".lock")
-        try:
-            info_file = shared / "run.json"
-            info = json.loads(info_file.read_text()) if info_file.is_file() else train_quick(shared)
-        finally:
-            if handle is not None:
-                handle.close()
+        info = made_once(tmp_path_factory, "coursework-quick", train_quick)
     assert info["returncode"] == 0, f"quick run failed:\n{info['stdout'][-3000:]}\n{info['stderr']}"
     return {**info, "run_dir": Path(info["run_dir"]), "results_dir": Path(info["results_dir"])}

@@ -18,7 +18,7 @@ from coursework.config import CourseworkConfig
 from data_utils import io
 from training.config import load_config
 
-from .conftest import REPO, _lock, run_module
+from .conftest import REPO, made_once, run_module
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -317,7 +317,7 @@ def _make_interrupted_runs(root: Path) -> dict:
     after_sigterm = sorted(p.name for p in (root / "results").iterdir())
     procs["b-sigkill"] = _train_process([*args, "--run-name", "b", "--resume"], signal_at="SIGKILL:2:0")
     procs["b-resumed"] = _train_process([*args, "--run-name", "b", "--resume"])
-    return {"b-after-sigterm": after_sigterm,
+    return {"results": str(root / "results"), "b-after-sigterm": after_sigterm,
             "procs": {k: {"args": p.args, "returncode": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
                       for k, p in procs.items()}}
 
@@ -330,23 +330,10 @@ def interrupted_runs(tmp_path_factory):
     Made once per session: under pytest-xdist the tests using it can land on both workers, and the
     second reads what the first recorded (folder shared by the workers, under a lock).
     """
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    root = root / "interrupted-runs"
-    root.mkdir(parents=True, exist_ok=True)
-    handle = _lock(root / ".lock")
-    try:
-        record = root / "runs.json"
-        if not record.is_file():
-            record.write_text(json.dumps(_make_interrupted_runs(root)))
-    finally:
-        if handle is not None:
-            handle.close()
-    saved = json.loads(record.read_text())
+    saved = made_once(tmp_path_factory, "interrupted-runs", _make_interrupted_runs)
     procs = {k: subprocess.CompletedProcess(p["args"], p["returncode"], p["stdout"], p["stderr"])
              for k, p in saved["procs"].items()}
-    return {"results": root / "results", "b-after-sigterm": set(saved["b-after-sigterm"]), **procs}
+    return {"results": Path(saved["results"]), "b-after-sigterm": set(saved["b-after-sigterm"]), **procs}
 
 
 def test_sigterm_is_handled_like_ctrl_c_and_keeps_the_run(interrupted_runs):
