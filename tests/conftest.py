@@ -55,9 +55,9 @@ _TESTS = Path(__file__).resolve().parent
 _BACKGROUND = pytest.StashKey()  # {name: subprocess}, in the controller's config.stash
 
 
-def _selects(config, folder: str, slow_only: bool = True) -> bool:
-    """Whether this session's arguments select the tests in ``tests/<folder>`` (and slow tests)."""
-    if slow_only and "not slow" in (config.option.markexpr or ""):
+def _selects(config, folder: str) -> bool:
+    """Whether this session's arguments select the (slow) tests in ``tests/<folder>``."""
+    if "not slow" in (config.option.markexpr or ""):
         return False
     wanted = _TESTS / folder
     for arg in config.args:
