@@ -717,16 +717,27 @@ def run_public_tests(ctx: Context) -> None:
     ini.parent.mkdir(exist_ok=True)
     shutil.copyfile(ROOT / "pyproject.toml", ini)
     out = ctx.sandbox.give(ctx.area / "out" / "public_tests")
-    args = [str(a) for a in (ctx.scheme.steps.get("public_tests") or {}).get("args", ["tests", "-m", "not slow"])]
-    argv = [sys.executable, "-m", "pytest", *args, "-c", str(ini), "--rootdir", str(sub), "-p", "no:cacheprovider",
-            "-q", "--junitxml", str(out / "junit.xml")]
-    if "-n" not in args and _has_module("xdist"):
-        argv += ["-n", "2"]
-    run_step(ctx, "public_tests", argv)
+    args = (ctx.scheme.steps.get("public_tests") or {}).get("args", ["tests", "-m", "not slow"])
+    run_step(ctx, "public_tests", public_tests_argv(args, ini, sub, out / "junit.xml"))
     reason = scoring.copy_untrusted(ctx.area, "out/public_tests/junit.xml", ctx.artifacts / "public_tests.xml",
                                     owner_uid=ctx.sandbox.uid, max_bytes=16 << 20)
     ctx.steps["public_tests"]["junit"] = reason or "copied"
     _record(ctx, "public_tests", ctx.steps["public_tests"])
+
+
+def public_tests_argv(args, ini: Path, rootdir: Path, junit: Path, xdist: bool | None = None) -> list[str]:
+    """The command of the public-tests step: pytest with the scheme's ``args`` and the lecturer's settings.
+
+    Two workers (``-n 2``) when pytest-xdist is installed and ``args`` choose no worker count themselves
+    (an instructor scheme can pass ``-n 0`` for a handful of tests, where starting workers costs more
+    than it saves).
+    """
+    args = [str(a) for a in args]
+    argv = [sys.executable, "-m", "pytest", *args, "-c", str(ini), "--rootdir", str(rootdir), "-p", "no:cacheprovider",
+            "-q", "--junitxml", str(junit)]
+    if "-n" not in args and (_has_module("xdist") if xdist is None else xdist):
+        argv += ["-n", "2"]
+    return argv
 
 
 def _has_module(name: str) -> bool:

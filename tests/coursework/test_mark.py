@@ -225,6 +225,17 @@ def test_items_need_the_steps_they_list_and_those_steps_need():
     assert mark.needed_steps([mark.Item(id="c", name="c", points=1, test="t.py::c")]) == []
 
 
+def test_public_tests_run_the_lecturer_settings_on_two_workers_unless_the_scheme_chooses(tmp_path):
+    ini, root, junit = tmp_path / "pyproject.toml", tmp_path / "submission", tmp_path / "junit.xml"
+    argv = mark.public_tests_argv(["tests", "-m", "not slow"], ini, root, junit, xdist=True)
+    assert argv[1:6] == ["-m", "pytest", "tests", "-m", "not slow"]
+    assert argv[argv.index("-c") + 1] == str(ini) and argv[argv.index("--rootdir") + 1] == str(root)
+    assert argv[argv.index("--junitxml") + 1] == str(junit) and "no:cacheprovider" in argv
+    assert argv[-2:] == ["-n", "2"]
+    assert mark.public_tests_argv(["tests", "-n", "0"], ini, root, junit, xdist=True).count("-n") == 1
+    assert "-n" not in mark.public_tests_argv(["tests"], ini, root, junit, xdist=False)
+
+
 def test_repository_scheme_items_name_their_steps():
     scheme = mark.load_scheme(mark.SCHEME, mark.PUBLIC_TESTS)
     steps = {it.id: it.steps for it in scheme.items}

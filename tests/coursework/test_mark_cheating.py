@@ -77,7 +77,8 @@ def instructor(tmp_path_factory) -> Path:
     # Limits with room for the honest fork's real re-training on a busy machine (the fakes take seconds).
     scheme["steps"] = {"predict": {"time_limit_s": 300}, "train": {"time_limit_s": 600}, "retrain": {"time_limit_s": 600},
                        "predict_repro": {"time_limit_s": 300},
-                       "public_tests": {"args": ["tests/training/test_config.py"], "time_limit_s": 300}}
+                       # One module on one process: two xdist workers would import TensorFlow twice more.
+                       "public_tests": {"args": ["tests/training/test_config.py", "-n", "0"], "time_limit_s": 300}}
     (path / "scheme.yaml").write_text(yaml.safe_dump(scheme, sort_keys=False))
     return path
 
