@@ -199,7 +199,8 @@ tut.reseed()
 cnn = models.get("vgg", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), num_classes=2, convs_per_stage=(1, 1, 1),
                  filters=(8, 16, 32), fc_units=(32,), dropout=0.0)
 cnn.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-cnn.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=CNN_EPOCHS, batch_size=32, verbose=2)
+cnn.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=CNN_EPOCHS, batch_size=32, verbose=2,
+        callbacks=[tut.tensorboard("cnn")])
 embed = keras.Model(cnn.inputs, cnn.get_layer("fc1").output)  # the 32 hidden units before the classifier
 d_train, d_val, d_test = (embed.predict(x, verbose=0) for x in (x_train, x_val, x_test))
 print(f"deep features: {d_train.shape[1]} per image (layer 'fc1')")

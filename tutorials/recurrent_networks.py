@@ -228,7 +228,8 @@ for cell in ("rnn", "lstm"):
                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     print(f"{cell.upper()} ({net.count_params()} parameters):")
     memory_history[cell] = net.fit(memory["sequence"], memory["label"], batch_size=32, epochs=MEMORY_EPOCHS,
-                                   verbose=2, validation_data=(memory_val["sequence"], memory_val["label"])).history
+                                   verbose=2, validation_data=(memory_val["sequence"], memory_val["label"]),
+                                   callbacks=[tut.tensorboard(f"memory_{cell}")]).history
     memory_accuracy[cell] = float(net.evaluate(memory_test["sequence"], memory_test["label"], verbose=0,
                                                return_dict=True)["accuracy"])
 memory_gap = memory_accuracy["lstm"] - memory_accuracy["rnn"]
@@ -259,7 +260,8 @@ keras.utils.set_random_seed(tut.seed)
 tagger = models.get("gru_tagger", input_shape=(TAGGER_LENGTH, 1), num_classes=len(wave_names), units=(2 * RECURRENT_UNITS,))
 tagger.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="sparse_categorical_crossentropy",
                metrics=["accuracy"])
-tagger.fit(ecg["signal"][:num_train], ecg["waves"][:num_train], batch_size=16, epochs=TAGGER_EPOCHS, verbose=2)
+tagger.fit(ecg["signal"][:num_train], ecg["waves"][:num_train], batch_size=16, epochs=TAGGER_EPOCHS, verbose=2,
+           callbacks=[tut.tensorboard("tagger")])
 wave_probabilities = tagger.predict(ecg["signal"][num_train:], verbose=0)
 wave_predicted = wave_probabilities.argmax(-1)
 wave_true = ecg["waves"][num_train:]
@@ -301,7 +303,7 @@ for layer in cnn_lstm.get_layer("encode_frames").layer.layers:
         layer.momentum = 0.8  # running statistics must keep up in a short run (see cnn_architectures)
 cnn_lstm.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 cine_history = cnn_lstm.fit(cine["frames"][:num_train], cine["label"][:num_train], batch_size=16,
-                            epochs=CINE_EPOCHS, verbose=2).history
+                            epochs=CINE_EPOCHS, verbose=2, callbacks=[tut.tensorboard("cnn_lstm")]).history
 cine_accuracy = float(cnn_lstm.evaluate(cine["frames"][num_train:], cine["label"][num_train:], verbose=0,
                                         return_dict=True)["accuracy"])
 print(f"CNN-LSTM test accuracy {cine_accuracy:.2f} on {CINE_SEQUENCES - num_train} sequences (chance 0.50)")

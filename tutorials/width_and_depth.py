@@ -87,11 +87,13 @@ def build_mlp(widths, rng):
     return model
 
 
-def fit(model):
-    """Full-batch Adam with cosine decay; returns the fitted curve (NUM_POINTS,) and its mean squared error."""
+def fit(model, name):
+    """Full-batch Adam with cosine decay, logged for TensorBoard as ``name``; returns the fitted curve
+    (NUM_POINTS,) and its mean squared error."""
     schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, STEPS)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse", steps_per_execution=100)
-    model.fit(dataset, steps_per_epoch=STEPS, epochs=1, verbose=1)  # a progress bar over the steps
+    model.fit(dataset, steps_per_epoch=STEPS, epochs=1, verbose=1,  # a progress bar over the steps
+              callbacks=[tut.tensorboard("hidden_" + name.replace(" x ", "x"))])
     prediction = keras.ops.convert_to_numpy(model(x))  # one small batch: a direct call, no predict() tracing
     return prediction[:, 0], float(np.mean((prediction - y) ** 2))
 
@@ -101,7 +103,7 @@ runs = {}  # name -> dict(params, mse, prediction, model)
 for widths in [(w,) for w in SHALLOW_WIDTHS] + list(DEEP_WIDTHS):
     name = " x ".join(str(w) for w in widths)
     model = build_mlp(widths, rng)
-    prediction, mse = fit(model)
+    prediction, mse = fit(model, name)
     runs[name] = dict(widths=widths, params=model.count_params(), mse=mse, prediction=prediction, model=model)
     print(f"hidden {name:>12s}: {model.count_params():4d} parameters, MSE {mse:.4f}")
 

@@ -256,7 +256,10 @@ def test_quick_model_beats_the_threshold_baseline(quick_run):
 def test_3d_patch_mode_trains_and_predicts_whole_volumes(quick_run, tmp_path):
     """``--mode 3d``: a 3D U-Net on patches, evaluated on whole volumes by sliding windows."""
     # quick_run: the quick data set exists, so no two processes generate it at the same time.
+    # A small 3D U-Net (depth 2, 8 channels): the mode's plumbing is under test, not its Dice; the
+    # default depth 4 cost 8 s more of CPU, mostly in the sliding-window passes over whole volumes.
     proc = run_module("coursework.train", "--quick", "--mode", "3d", "--patch-size", "16", "32", "32",
+                      "--depth", "2", "--base-filters", "8",
                       "--batch-size", "1", "--epochs", "1", "--steps-per-epoch", "2", "--overlays", "0",
                       "--results-dir", str(tmp_path / "results"), "--run-name", "unet3d")
     assert proc.returncode == 0, proc.stderr[-3000:]

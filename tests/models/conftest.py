@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import pytest
 
+from training.trainer_base import build_optimizers
+
 
 @pytest.fixture
 def assert_round_trip(tmp_path):
@@ -75,6 +77,7 @@ def fit_classifier(model: keras.Model, train, test, *, learning_rate: float, epo
         ``(first epoch's loss, last epoch's loss, accuracy on test)``.
     """
     model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    build_optimizers(model)  # Adam's variables before fit: the first step is traced once, not twice
     loss = model.fit(*train, batch_size=batch_size, epochs=epochs, verbose=0).history["loss"]
     return loss[0], loss[-1], model.evaluate(*test, verbose=0)[1]
 

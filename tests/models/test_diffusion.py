@@ -16,6 +16,7 @@ from models.diffusion import (
     make_schedule,
     q_sample,
 )
+from training.trainer_base import build_optimizers
 
 
 def _np(x):
@@ -233,6 +234,7 @@ def test_ddpm_denoising_loss_falls():
     schedule = linear_schedule(100)
     model = diffusion_unet((16, 16, 1), base_filters=8, channel_mults=(1, 2))
     model.compile(keras.optimizers.Adam(3e-3), "mse")
+    build_optimizers(model)  # Adam's variables now, so the first training step is traced once, not twice
     held_in, held_noise = _noisy_batch(schedule, _squares(128, 16, seed=1), seed=2)
     before = model.evaluate(held_in, held_noise, batch_size=128, verbose=0)
     # A fresh noise draw every epoch is the DDPM objective: E_{t, eps} ||eps - eps_theta(x_t, t)||^2.
