@@ -67,23 +67,9 @@ def _selects(config, folder: str) -> bool:
     return False
 
 
-def pytest_collection_modifyitems(config, items):
-    """Slow tests first, the quick ones after them, each group in its usual order.
-
-    pytest-xdist hands tests out in collection order (one or two at a time, see ``pytest_configure``).
-    With the notebooks (20-60 s each) last, one worker could sit idle for most of a notebook at the
-    end of the session; with hundreds of sub-second tests last, both finish within seconds of each other.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: keeps the order within
-
-
 def pytest_configure(config):
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
         return  # a worker, or no xdist: the tests run these themselves when they need them
-    if getattr(config.option, "maxschedchunk", 0) is None:
-        # xdist's default sends each worker a quarter of its share up front, in collection order: the
-        # first worker would get almost every slow test. One or two at a time balances the workers.
-        config.option.maxschedchunk = 1
     import uuid
 
     from tests.coursework import conftest as coursework
