@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coursework._cli import USER_ERROR_STATUS, ArgumentParser, UserError, one_line, run_cli
+from coursework._cli import USER_ERROR_STATUS, ArgumentParser, UserError, import_tensorflow_quietly, one_line, run_cli
 from coursework.config import CourseworkConfig
 
 IMAGE_SUFFIXES = ("_img.nii.gz", "_img.nii")
@@ -61,6 +61,7 @@ def load_run(run_dir) -> tuple[object, CourseworkConfig]:
         cfg = load_config(CourseworkConfig, run_dir / "config.yaml")
     except ConfigError as err:
         raise UserError(str(err)) from None
+    import_tensorflow_quietly()  # only now: every check above answers without TensorFlow
     import keras
 
     import training.losses  # noqa: F401  (registers the kit's losses for deserialisation)

@@ -22,6 +22,16 @@ def run_module(module: str, *args: str, cwd: Path = REPO, timeout: float = 300, 
                           timeout=timeout, env=full_env)
 
 
+def run_main_noting_tensorflow(module: str, *args: str) -> tuple[subprocess.CompletedProcess, bool]:
+    """Run ``module.main(args)`` in a fresh Python, as ``python -m module`` does; return the finished
+    process and whether TensorFlow had been imported when ``main`` returned."""
+    code = (f"import sys; from {module} import main; status = main({list(args)!r}); "
+            "print('tensorflow' in sys.modules); sys.exit(status)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return proc, proc.stdout.strip().splitlines()[-1:] == ["True"]
+
+
 def _lock(path: Path):
     """An exclusive lock file, so pytest-xdist workers train the quick run only once."""
     try:

@@ -8,7 +8,7 @@ import pytest
 from coursework.evaluate import evaluate_case, format_table, save_overlay, summarise
 from data_utils import io
 
-from .conftest import run_module
+from .conftest import run_main_noting_tensorflow, run_module
 
 SPACING = (3.0, 1.5, 1.5)
 
@@ -63,6 +63,13 @@ def test_overlay_png_is_written(tmp_path):
     out = save_overlay(image, label, label, tmp_path / "overlay_x.png", evaluate_case(truth, truth, SPACING))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["overlay_x.png"]
+
+
+def test_evaluate_cli_user_error_is_one_line_before_tensorflow(tmp_path):
+    proc, tensorflow = run_main_noting_tensorflow("coursework.evaluate", str(tmp_path / "no-run"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'no-run'}: run folder not found"]
+    assert not tensorflow, "the run folder is checked before TensorFlow's start-up"
 
 
 @pytest.mark.slow
