@@ -96,9 +96,10 @@ def handle_sigterm_like_ctrl_c() -> None:
 def run_cli(work: Callable[[], int]) -> int:
     """Run an entry point's body; user errors become ``error: <one line>`` and exit status 2.
 
-    Ctrl-C and SIGTERM end it with status 130 after the body's own clean-up has run. The body calls
-    :func:`import_tensorflow_quietly` itself, after the checks that need no TensorFlow: a mistyped
-    path is then reported in about a second instead of after TensorFlow's start-up (about 10 s).
+    Ctrl-C and SIGTERM end it with status 130 after the body's own clean-up has run. TensorFlow is
+    imported (:func:`import_tensorflow_quietly`) by the entry point where it first needs it: train
+    before parsing (its options come from the registry), predict and evaluate in ``load_run``, after
+    their path checks, so a mistyped path is reported in under a second instead of after ~10 s.
     """
     errors = _user_error_types()
     previous = signal.getsignal(signal.SIGTERM)

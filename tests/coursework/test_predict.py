@@ -79,17 +79,13 @@ def test_predict_cli_keeps_input_grid(quick_run, tmp_path, rng):
     assert set(np.unique(values)) <= {0, 1, 2, 3}
 
 
-def test_predict_cli_user_error_is_one_line(tmp_path):
-    proc = run_module("coursework.predict", str(tmp_path / "nowhere"), str(tmp_path / "out"))
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: input folder not found"]
-    assert not (tmp_path / "out").exists()
-
-
-def test_predict_checks_every_path_before_importing_tensorflow(tmp_path):
+def test_predict_cli_user_error_is_one_line_before_tensorflow(tmp_path):
     """A mistyped path is reported in a second, not after TensorFlow's start-up (about 10 s)."""
     proc, tensorflow = run_main_noting_tensorflow("coursework.predict", str(tmp_path / "nowhere"), str(tmp_path / "out"))
     assert proc.returncode == 2 and not tensorflow, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: input folder not found"]
+    assert not (tmp_path / "out").exists()
+    # A model is needed only after every path was checked: a missing run folder is reported the same way.
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "p01_img.nii.gz").write_bytes(b"")
     proc, tensorflow = run_main_noting_tensorflow("coursework.predict", str(tmp_path / "in"), str(tmp_path / "out"),
