@@ -1,17 +1,17 @@
 """Every registered model gives TensorFlow's outputs under the JAX and PyTorch Keras backends.
 
 Models use only ``keras.layers`` / ``keras.ops``, so they should be backend-agnostic; this checks it
-value for value. Each backend runs in a subprocess (the backend is fixed when Keras is first
-imported; ``tests/models/_backend_forward.py``): a TensorFlow run builds every registered model in
-its small ``example`` configuration and saves its weights, inputs and outputs; the JAX and PyTorch
-runs build the same models, load those weights and must reproduce the outputs (float32 round-off
-allowed). A backend whose package is not installed is skipped; install them with
+value for value (``tests/models/_backend_forward.py``). The TensorFlow reference is made in the test
+process: it builds every registered model in its small ``example`` configuration and saves its
+weights, inputs and outputs. The JAX and PyTorch runs are subprocesses (the backend is fixed when
+Keras is first imported); they build the same models, load those weights and must reproduce the
+outputs (float32 round-off allowed). A backend whose package is not installed is skipped; install them with
 ``pip install -r requirements-dev.txt``. Training loops stay TensorFlow.
 
-Slow: building ~40 models takes about 2 minutes under torch on 2 CPU cores. JAX compiles a program for
-every new operation shape on first use (seconds of CPU per model even with the random initialisers
-skipped, since the reference weights replace them), so under JAX the suite checks one model per
-family; set ``KIT_BACKEND_SWEEP=all`` to check every model under JAX too.
+Slow: on 2 AVX2 cores the reference takes about 35 s, PyTorch about 30 s for ~40 models, and JAX about
+25 s for one model per family (each model's inference step is compiled, seconds of CPU per model,
+even with the random initialisers skipped since the reference weights replace them); set
+``KIT_BACKEND_SWEEP=all`` to check every model under JAX too.
 """
 
 import importlib.util
@@ -27,6 +27,14 @@ import models
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("_backend_forward.py")
+
+
+def _forward_module():
+    """``_backend_forward.py`` as a module (it is a script, not collected by pytest)."""
+    spec = importlib.util.spec_from_file_location("_backend_forward", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _models_to_check(backend: str) -> list[str]:
@@ -55,9 +63,10 @@ def _run(backend: str, *args: str) -> dict:
 
 @pytest.fixture(scope="module")
 def tensorflow_reference(tmp_path_factory):
-    """Weights, inputs and outputs of every registered model under TensorFlow (one subprocess)."""
+    """Weights, inputs and outputs of every registered model under TensorFlow (in this process,
+    which has imported TensorFlow already: a subprocess would spend ~8 s of CPU importing it again)."""
     folder = tmp_path_factory.mktemp("tensorflow_reference")
-    results = _run("tensorflow", "--save", str(folder))
+    results = _forward_module().check_all([], save=str(folder))
     failures = {name: msg for name, msg in results.items() if msg != "ok"}
     assert not failures, f"models failing under tensorflow: {json.dumps(failures, indent=1)}"
     return folder
