@@ -91,7 +91,7 @@ def serve(socket_path: str) -> None:
     import importlib
 
     # As `python -m ipykernel_launcher` has it: no script folder on the path (the kernel adds '').
-    sys.path[:] = [p for p in sys.path[1:]]
+    del sys.path[0]
     for name in PRELOAD:
         importlib.import_module(name)
     loaded_with = _settings(os.environ)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from ._warm_kernel import SOCKET_VARIABLE
+
 HELPER = Path(__file__).with_name("_warm_kernel.py")
-SOCKET_VARIABLE = "KIT_WARM_KERNEL_SOCKET"  # as in _warm_kernel.py
 KERNEL_NAME = "kit-warm-python3"
 
 

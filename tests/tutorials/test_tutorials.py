@@ -3,9 +3,9 @@ figures and reaches every learning outcome it states.
 
 Each ``tutorials/<name>.py`` is converted with jupytext and run by a fresh Jupyter kernel, as a
 lecturer's notebook would be (forked from a process that has imported TensorFlow already, to save
-8-10 s of CPU per notebook: ``conftest.py``; ``KIT_COLD_KERNELS=1`` starts plain kernels). The kernel starts alternately in ``tutorials/`` and in the repository
-root (both must work), quick mode comes from ``TUTORIAL_QUICK=1`` and the output folder from
-``TUTORIAL_OUT``. Each tutorial states its expected outcome through ``Tutorial.finish(results,
+8-10 s of CPU per notebook: ``conftest.py``; ``KIT_COLD_KERNELS=1`` starts plain kernels). The
+kernel starts alternately in ``tutorials/`` and in the repository root (both must work), quick mode
+comes from ``TUTORIAL_QUICK=1`` and the output folder from ``TUTORIAL_OUT``. Each tutorial states its expected outcome through ``Tutorial.finish(results,
 expect=...)``; a missed bar raises in the last cell, so this test fails if a tutorial stops teaching
 what it claims. ``python tutorials/<name>.py --quick`` runs the same cells as a script; the command line
 itself is tested in ``test_common.py`` (each tutorial runs once in the suite, not twice).
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from .conftest import notebook_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +78,6 @@ def test_tutorial_runs_as_notebook(index: int, script: Path, tmp_path: Path, ker
     assert not list(REPO_ROOT.joinpath("tutorials").glob("*.png")), "a tutorial wrote into the source tree"
 
 
-
 def _gone(pid: int, within_s: float) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
@@ -97,7 +97,10 @@ def test_warm_kernels_refuse_other_import_settings_and_die_with_their_launcher(k
         pytest.skip("KIT_COLD_KERNELS=1: plain kernels")
     refused = kernel_manager()
     refused.start_kernel(env=notebook_environment(TF_ENABLE_ONEDNN_OPTS="0"))
-    assert refused.provisioner.process.wait(timeout=60) == 1
+    try:
+        assert refused.provisioner.process.wait(timeout=60) == 1
+    finally:
+        refused.cleanup_resources()
 
     km = kernel_manager()
     km.start_kernel(env=notebook_environment(TUTORIAL_QUICK="1"))
