@@ -1,7 +1,7 @@
 """Jupyter kernels forked from a process that has already imported TensorFlow (test helper).
 
-Starting a notebook kernel and importing TensorFlow and Keras in it costs 8-10 s of CPU each time,
-about a third of a quick tutorial's run on 2 cores. The tutorial tests run 25 notebooks, so each
+Starting a notebook kernel and importing TensorFlow and Keras in it costs 6-8 s of CPU each time
+(about 5.5 s of a quick tutorial's 10-25 s on 2 idle cores). The tutorial tests run 25 notebooks, so each
 pytest worker starts one *zygote* that imports the heavy third-party packages once, and every
 kernel is a fork of it: a fresh process, started in the notebook's folder with the notebook's
 environment, running the real ``ipykernel`` exactly as ``python -m ipykernel_launcher`` would.

@@ -1,7 +1,7 @@
 """The notebook kernels for the tutorial tests: forked from a warm zygote (``_warm_kernel.py``).
 
 ``KIT_COLD_KERNELS=1`` starts every notebook in a plain ``python3`` kernel instead (what a classroom
-Jupyter does; each then imports TensorFlow itself, 8-10 s of CPU more per notebook on 2 cores).
+Jupyter does; each then imports TensorFlow itself, about 5.5 s more per notebook on 2 idle cores).
 """
 
 import json

@@ -3,7 +3,7 @@ figures and reaches every learning outcome it states.
 
 Each ``tutorials/<name>.py`` is converted with jupytext and run by a fresh Jupyter kernel, as a
 lecturer's notebook would be (forked from a process that has imported TensorFlow already, to save
-8-10 s of CPU per notebook: ``conftest.py``; ``KIT_COLD_KERNELS=1`` starts plain kernels). The
+about 5.5 s per notebook on 2 cores: ``conftest.py``; ``KIT_COLD_KERNELS=1`` starts plain kernels). The
 kernel starts alternately in ``tutorials/`` and in the repository root (both must work), quick mode
 comes from ``TUTORIAL_QUICK=1`` and the output folder from ``TUTORIAL_OUT``. Each tutorial states its expected outcome through ``Tutorial.finish(results,
 expect=...)``; a missed bar raises in the last cell, so this test fails if a tutorial stops teaching
