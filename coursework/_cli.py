@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import signal
 import sys
@@ -15,27 +18,72 @@ from data_utils.environment import configure_tensorflow
 _SHOW_TF_LOG = configure_tensorflow(TF_CPP_MIN_LOG_LEVEL="3")["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1")
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and Keras with the C++ start-up notices (written to fd 2) hidden.
-
-    Those notices are printed while the native libraries load, before any log level applies.
-    Python errors are not hidden: stderr is restored before anything is raised.
-    """
-    if _SHOW_TF_LOG or "tensorflow" in sys.modules:
-        return
+@contextlib.contextmanager
+def _fd2_to_devnull():
+    """Send file descriptor 2 to /dev/null for the block; Python errors raised in it still show."""
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             sys.stderr.flush()
             os.dup2(devnull.fileno(), 2)
             try:
-                import keras  # noqa: F401
-                import tensorflow  # noqa: F401
+                yield
             finally:
                 sys.stderr.flush()
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
+
+
+class _QuietLoader:
+    """Wraps TensorFlow's module loader: its first import runs with fd 2 hidden."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with _fd2_to_devnull():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name):  # everything else (get_source, is_package, ...) as the real loader
+        return getattr(self._loader, name)
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` like the next finders do, with a loader that hides its start-up notices."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: TensorFlow is imported once per process
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def hide_tensorflow_start_up_notices() -> None:
+    """Hide TensorFlow's C++ start-up notices (written to fd 2) whenever it is first imported.
+
+    Those notices are printed while the native libraries load, before any log level applies. An
+    entry point calls this first and lets TensorFlow load where it is first needed, so checks of
+    paths and settings that come before answer in under a second instead of after ~8 s.
+    """
+    if _SHOW_TF_LOG or "tensorflow" in sys.modules:
+        return
+    if not any(isinstance(finder, _QuietTensorFlowFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras now, with the C++ start-up notices hidden (see above)."""
+    hide_tensorflow_start_up_notices()
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
 
 USER_ERROR_STATUS = 2
 INTERRUPTED_STATUS = 130  # what a shell reports for Ctrl-C (128 + SIGINT)
@@ -97,9 +145,9 @@ def run_cli(work: Callable[[], int]) -> int:
     """Run an entry point's body; user errors become ``error: <one line>`` and exit status 2.
 
     Ctrl-C and SIGTERM end it with status 130 after the body's own clean-up has run. TensorFlow is
-    imported (:func:`import_tensorflow_quietly`) by the entry point where it first needs it: train
-    before parsing (its options come from the registry), predict and evaluate in ``load_run``, after
-    their path checks, so a mistyped path is reported in under a second instead of after ~10 s.
+    imported only where an entry point first needs it, after the path checks (train: building the
+    datasets, or a registry-backed option; predict and evaluate: ``load_run``), so a mistyped path
+    is reported in under a second instead of after ~10 s.
     """
     errors = _user_error_types()
     previous = signal.getsignal(signal.SIGTERM)

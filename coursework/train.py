@@ -45,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from coursework._cli import UserError, import_tensorflow_quietly, run_cli
+from coursework._cli import UserError, hide_tensorflow_start_up_notices, run_cli
 from coursework.config import NUM_CLASSES, QUICK, STRUCTURES, CourseworkConfig, build_parser, resolve
 
 SYNTHETIC_DIRS = {CourseworkConfig().data_dir, QUICK["data_dir"]}
@@ -299,7 +299,7 @@ def _check_same_settings(cfg: CourseworkConfig, run_dir: Path) -> None:
 def train_run(cfg: CourseworkConfig, run_dir: Path) -> dict:
     """Train (from the last checkpoint in ``run_dir``, if any), select by validation loss, evaluate on
     the test cases; write every output into ``run_dir``."""
-    from training.callbacks import atomic_write_text
+    from data_utils.io import atomic_write_text
 
     start = time.perf_counter()
     data_dir = ensure_data(cfg)
@@ -471,8 +471,10 @@ def run(cfg: CourseworkConfig, resume: bool = False, overwrite: bool = False) ->
 def main(argv=None) -> int:
     from training.config import ConfigError
 
-    # The options' choices come from the registry, which loads TensorFlow: hide its start-up notices.
-    import_tensorflow_quietly()
+    # TensorFlow loads where it is first needed (building the datasets, or checking an option named
+    # in the registry), after the checks of the data folder and the run's name: a mistyped path is
+    # answered at once. Its start-up notices are hidden whenever that happens.
+    hide_tensorflow_start_up_notices()
     parser = build_parser("python -m coursework.train", "Train the coursework model")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--resume", action="store_true",

@@ -300,6 +300,18 @@ def _option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class _RegistryNames:
+    """An option's ``{name,name,...}`` in the help, from a registry category, looked up when shown."""
+
+    def __init__(self, category: str):
+        self.category = category
+
+    def __str__(self) -> str:
+        from data_utils.registry import choices
+
+        return "{" + ",".join(choices(self.category)) + "}"
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one command-line option per dataclass field (plus ``--config FILE``) to ``parser``.
 
@@ -326,7 +338,6 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         shown = list(default) if isinstance(default, tuple) else default
         help_text = f"{help_text} (default: {shown})" if help_text else f"default: {shown}"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        choices = field_choices(f)
         if tp is bool:
             parser.add_argument(_option_name(f.name), action=argparse.BooleanOptionalAction, **kwargs)
             continue
@@ -336,9 +347,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs["metavar"] = _type_name(element).upper()
         else:
             kwargs["metavar"] = _type_name(tp).upper()
-        if choices is not None:
-            kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
-        parser.add_argument(_option_name(f.name), **kwargs)
+        if f.metadata.get("choices") is not None:
+            kwargs["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+        action = parser.add_argument(_option_name(f.name), **kwargs)
+        if f.metadata.get("registry"):
+            # Set after add_argument, which formats the metavar once to check it: the registry's
+            # names load TensorFlow, so they are looked up only when the help is printed.
+            action.metavar = _RegistryNames(f.metadata["registry"])
 
 
 def config_from_namespace(cls: type[T], namespace: argparse.Namespace, *,

@@ -208,6 +208,8 @@ def test_presets_sit_between_the_config_file_and_the_typed_options(tmp_path):
     assert (cfg.epochs, cfg.mode, cfg.learning_rate) == (1, "3d", 0.5)  # preset over file, option over preset
     with pytest.raises(ConfigError, match="^--quick: unknown setting"):
         config_from_namespace(ExampleConfig, namespace, presets=[("--quick", {"epoch": 1})])
+
+
 def test_registry_field_takes_its_choices_from_the_registry():
     @dataclasses.dataclass
     class RegistryConfig:
@@ -221,6 +223,9 @@ def test_registry_field_takes_its_choices_from_the_registry():
     cfg = config_from_namespace(RegistryConfig, parser.parse_args(["--loss", "tversky", "--augment", "flip", "elastic"]))
     assert cfg.loss == "tversky" and cfg.augment == ["flip", "elastic"]
     assert field_choices(dataclasses.fields(RegistryConfig)[0]) == tuple(REGISTRY.names("loss"))
+    # The help lists the registry's names (looked up when it is shown, not when the parser is built).
+    assert "--loss {" + ",".join(REGISTRY.names("loss")) + "}" in parser.format_help()
+    assert "--augment {" + ",".join(REGISTRY.names("augmentation")) + "}" in parser.format_help()
     with pytest.raises(ConfigError, match="augment: 'rotate' is not one of"):
         from_dict(RegistryConfig, {"augment": ["rotate"]})
     with pytest.raises(ValueError, match="not both"):
