@@ -431,14 +431,23 @@ class LossCurvePlotter(keras.callbacks.Callback):
         super().__init__()
         self.history_csv, self.out_png, self.every = str(history_csv), str(out_png), max(1, int(every))
         self.title, self.keys = title, None if keys is None else tuple(keys)
+        self._drawn_from = None  # (mtime, size) of the CSV the PNG was last drawn from
+
+    def _csv_state(self) -> tuple[int, int]:
+        stat = os.stat(self.history_csv)
+        return stat.st_mtime_ns, stat.st_size
 
     def _draw(self) -> None:
         plot_history(self.history_csv, self.out_png, title=self.title, keys=self.keys)
+        self._drawn_from = self._csv_state()
 
     def on_epoch_end(self, epoch, logs=None):
         if _is_chief(self.model) and (epoch + 1) % self.every == 0 and os.path.exists(self.history_csv):
             self._draw()
 
     def on_train_end(self, logs=None):
+        # The last state is always drawn, but not twice: after the last epoch's redraw (about 0.4 s
+        # on 2 cores) there is nothing new to show.
         if _is_chief(self.model) and os.path.exists(self.history_csv):
-            self._draw()
+            if self._drawn_from != self._csv_state() or not os.path.exists(self.out_png):
+                self._draw()

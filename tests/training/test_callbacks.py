@@ -273,6 +273,15 @@ def test_loss_curve_plotter_redraws_after_every_epoch(tmp_path):
     callbacks.on_train_end()  # the last state is always drawn
     assert png.exists()
     assert cb.read_history_csv(str(csv_path))["epoch"] == [1.0, 2.0]
+    drawn = png.stat().st_mtime_ns
+    callbacks.on_train_begin()
+    callbacks.on_train_end()  # ... once: the CSV has not changed since
+    assert png.stat().st_mtime_ns == drawn
+    callbacks.on_train_begin()
+    callbacks.on_epoch_end(2, {"loss": 0.4})  # every=2: not drawn after epoch 3, so at the end
+    assert png.stat().st_mtime_ns == drawn
+    callbacks.on_train_end()
+    assert png.stat().st_mtime_ns != drawn
 
 
 # --------------------------------------------------------------------------------------------
