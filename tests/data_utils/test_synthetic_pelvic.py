@@ -71,9 +71,11 @@ def test_generate_writes_nifti_pairs_and_reuses_them(tmp_path):
     mask = nib.load(tmp_path / "case001_mask.nii.gz")
     np.testing.assert_allclose(image.header.get_zooms(), (12.0, 5.0, 5.0))
     np.testing.assert_allclose(image.affine, mask.affine)
-    expected = pelvic.make_pelvic_case(pelvic.case_seed(5, 1), (8, 24, 24), (12.0, 5.0, 5.0))
-    np.testing.assert_array_equal(np.asarray(mask.dataobj), expected["label"])
-    np.testing.assert_allclose(np.asarray(image.dataobj), expected["image"])
+    for index in range(3):  # written by two threads, each case exactly as made alone from its seed
+        expected = pelvic.make_pelvic_case(pelvic.case_seed(5, index), (8, 24, 24), (12.0, 5.0, 5.0))
+        np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / f"case00{index}_mask.nii.gz").dataobj),
+                                      expected["label"])
+        np.testing.assert_array_equal(np.asarray(nib.load(paths[index]).dataobj), expected["image"])
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["args"]["num_cases"] == 3 and manifest["args"]["seed"] == 5
 
