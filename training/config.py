@@ -300,16 +300,20 @@ def _option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-class _RegistryNames:
-    """An option's ``{name,name,...}`` in the help, from a registry category, looked up when shown."""
+def _choices_metavar(choices) -> str:
+    """``{a,b,c}``: how the help shows an option's allowed values."""
+    return "{" + ",".join(map(str, choices)) + "}"
 
-    def __init__(self, category: str):
-        self.category = category
+
+class _ChoicesShownLater:
+    """A field's ``{a,b,c}`` metavar, computed by :func:`field_choices` only when the help is shown
+    (a registry category's names load TensorFlow)."""
+
+    def __init__(self, f: dataclasses.Field):
+        self.field = f
 
     def __str__(self) -> str:
-        from data_utils.registry import choices
-
-        return "{" + ",".join(choices(self.category)) + "}"
+        return _choices_metavar(field_choices(self.field))
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -348,12 +352,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             kwargs["metavar"] = _type_name(tp).upper()
         if f.metadata.get("choices") is not None:
-            kwargs["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+            kwargs["metavar"] = _choices_metavar(f.metadata["choices"])
         action = parser.add_argument(_option_name(f.name), **kwargs)
         if f.metadata.get("registry"):
-            # Set after add_argument, which formats the metavar once to check it: the registry's
-            # names load TensorFlow, so they are looked up only when the help is printed.
-            action.metavar = _RegistryNames(f.metadata["registry"])
+            # Set after add_argument, which formats the metavar once to check it.
+            action.metavar = _ChoicesShownLater(f)
 
 
 def config_from_namespace(cls: type[T], namespace: argparse.Namespace, *,
