@@ -10,10 +10,15 @@ before the kit runs without them; :func:`configure_tensorflow` then warns in one
 set yourself in the environment are kept (``TF_CPP_MIN_LOG_LEVEL=0`` shows the log again). An entry
 point that wants another default passes it, e.g. the coursework command line
 ``configure_tensorflow(TF_CPP_MIN_LOG_LEVEL="3")``.
+
+:func:`quick_exit_after_tensorflow` (also applied on import of ``data_utils``) shortens the second
+and a half a Python process with TensorFlow loaded spends shutting down.
 """
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import sys
 import warnings
@@ -55,3 +60,29 @@ def configure_tensorflow(**overrides: str) -> dict[str, str]:
             stacklevel=2,
         )
     return {key: os.environ[key] for key in SETTINGS}
+
+
+def _last_collection_then_freeze() -> None:
+    gc.collect()  # garbage made so far is finalised as usual (files closed, __del__ run)
+    gc.freeze()  # what is left is live until the process ends: the collector need not walk it again
+
+
+_EXIT_HOOK_REGISTERED = False
+
+
+def quick_exit_after_tensorflow() -> None:
+    """Let the interpreter exit in about 0.5 s instead of 1.6 s once TensorFlow is loaded.
+
+    While Python shuts down it clears every module and runs the cyclic garbage collector several
+    times over every object still alive; TensorFlow and Keras leave millions of them, so a process
+    that did nothing but ``import tensorflow`` spends about 1.6 s exiting (measured on 2 AMD EPYC
+    cores). At exit, after the other exit handlers have run (this one is registered when
+    ``data_utils`` is imported, before TensorFlow, and exit handlers run last-registered first),
+    one ordinary collection finalises the garbage made so far and ``gc.freeze()`` then moves the
+    objects still alive out of the collector's sight. Memory is returned to the system by the
+    process ending, as it is anyway. Calling this again does nothing.
+    """
+    global _EXIT_HOOK_REGISTERED
+    if not _EXIT_HOOK_REGISTERED:
+        atexit.register(_last_collection_then_freeze)
+        _EXIT_HOOK_REGISTERED = True

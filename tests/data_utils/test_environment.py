@@ -1,7 +1,10 @@
 """Tests for data_utils.environment: the kit's TensorFlow settings and the late-import warning."""
 
+import os
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +50,30 @@ def test_an_entry_point_default_replaces_the_kits_but_not_the_users(monkeypatch)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
     with pytest.raises(ValueError, match="unknown setting.*TF_LOG_LEVEL"):
         environment.configure_tensorflow(TF_LOG_LEVEL="3")
+
+
+def test_exit_hook_finalises_garbage_then_freezes_what_is_alive(tmp_path):
+    """At exit the garbage made so far is still finalised, then the live objects are frozen.
+
+    A handler registered before ``data_utils`` is imported runs after the kit's (exit handlers
+    run last-registered first), so it sees the frozen objects; the cycle below is garbage from
+    the start, so only a collection finalises it.
+    """
+    script = tmp_path / "exit.py"
+    script.write_text(
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, flush=True))\n"
+        "import data_utils\n"
+        "from data_utils import environment\n"
+        "n = atexit._ncallbacks()\n"
+        "environment.quick_exit_after_tensorflow()  # again: still one hook\n"
+        "print('one hook', atexit._ncallbacks() == n)\n"
+        "class Noisy:\n"
+        "    def __del__(self):\n"
+        "        print('finalised', flush=True)\n"
+        "a = Noisy(); a.me = a; del a  # a reference cycle: garbage for the collector only\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": root}, check=True).stdout
+    assert out.splitlines() == ["one hook True", "finalised", "frozen True"]
