@@ -122,7 +122,7 @@ import json
 from training import distribute
 strategy = distribute.get_strategy(num_cpu_replicas=2)       # before anything initialises TF
 import keras, numpy as np, tensorflow as tf
-from training import loop
+from training import loop, optim
 
 out = {"strategy": [type(strategy).__name__, strategy.num_replicas_in_sync]}
 try:
@@ -164,6 +164,11 @@ for label, strat in (("one", tf.distribute.get_strategy()), ("two", strategy)):
         m = regressor()
         m.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="mse")
     out[f"fit_{label}"] = summary(m.fit(tuple_ds, epochs=3, verbose=0, shuffle=False), m)
+
+    with strat.scope():  # the kit's Adam: its fused update must find each replica's copy of m and v
+        m = regressor()
+        m.compile(optimizer=optim.get_optimizer("adam", 0.01), loss="mse")
+    out[f"fit_adam_{label}"] = summary(m.fit(tuple_ds, epochs=3, verbose=0, shuffle=False), m)
 
     for runner in ("loop", "fit"):
         with strat.scope():
@@ -225,7 +230,7 @@ def test_mirrored_strategy_over_two_logical_cpus(mirrored):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", ["teaching", "train_step", "fit", "gan_loop", "gan_fit"])
+@pytest.mark.parametrize("run", ["teaching", "train_step", "fit", "fit_adam", "gan_loop", "gan_fit"])
 def test_two_replicas_match_one_device(mirrored, run):
     one, two = mirrored[f"{run}_one"], mirrored[f"{run}_two"]
     _assert_same_run(one, two)

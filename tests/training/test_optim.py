@@ -120,3 +120,59 @@ def test_get_spans_the_run_with_a_schedule():
     assert optim.learning_rate_at(optim.get("sgd", 0.1), 1000) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="total_steps"):
         optim.get("adam", total_steps=5, warmup_steps=5)
+
+
+def _fit_twice(make_optimizer_a, make_optimizer_b, build, x, y, **compile_kwargs):
+    """Train the same seeded model with two optimisers; return both final weights and optimiser
+    variables (the step count, the learning rate, then each weight's m and v)."""
+    results = []
+    for make in (make_optimizer_a, make_optimizer_b):
+        keras.utils.set_random_seed(1)
+        model = build()
+        model.compile(make(), "mse", **compile_kwargs)
+        model.fit(x, y, epochs=4, batch_size=8, verbose=0, shuffle=False)
+        results.append([np.asarray(w) for w in model.weights] + [np.asarray(v) for v in model.optimizer.variables])
+    return results
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_adam_matches_keras_adam(rng, name, jit_compile):
+    """The kit's Adam and AdamW (one fused kernel per variable) give Keras' updates to round-off,
+    in graph mode and compiled by XLA; weights and both moments, after 32 updates."""
+    x = rng.normal(size=(64, 5)).astype("float32")
+    y = rng.normal(size=(64, 2)).astype("float32")
+    build = lambda: keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    reference = keras.optimizers.Adam if name == "adam" else keras.optimizers.AdamW
+    kit, ref = _fit_twice(lambda: optim.get_optimizer(name, 0.01), lambda: reference(0.01), build, x, y,
+                          jit_compile=jit_compile)
+    assert type(optim.get_optimizer(name, 0.01)) is (optim.Adam if name == "adam" else optim.AdamW)
+    assert len(kit) == len(ref) == 4 + 2 + 2 * 4  # 4 weights, step and rate, m and v of each weight
+    for a, b in zip(kit, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(kit[0], _fit_twice(lambda: optim.get_optimizer(name, 0.0), lambda: reference(0.0),
+                                              build, x, y)[0][0])  # the weights moved
+
+
+def test_fused_adam_with_sparse_gradients_and_amsgrad(rng):
+    """An embedding's sparse gradient (``IndexedSlices``) and AMSGrad take Keras' own update: same results."""
+    ids = rng.integers(0, 10, size=(64, 3))
+    y = rng.normal(size=(64, 1)).astype("float32")
+    build = lambda: keras.Sequential([keras.Input((3,), dtype="int32"), keras.layers.Embedding(10, 4),
+                                      keras.layers.Flatten(), keras.layers.Dense(1)])
+    for kwargs in ({}, {"amsgrad": True}):
+        kit, ref = _fit_twice(lambda: optim.get_optimizer("adam", 0.01, **kwargs),
+                              lambda: keras.optimizers.Adam(0.01, **kwargs), build, ids, y)
+        for a, b in zip(kit, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_adam_is_saved_and_loaded_with_the_model(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=optim.get_optimizer("adam", 0.01, beta_1=0.8), loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.optimizer) is optim.Adam and loaded.optimizer.beta_1 == pytest.approx(0.8)
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
