@@ -31,6 +31,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -110,7 +111,8 @@ class CheckpointStore:
             )
         return record
 
-    def save(self, model: keras.Model, epoch: int, logs: dict | None = None, extra: dict | None = None) -> bool:
+    def save(self, model: keras.Model, epoch: int, logs: dict | None = None, extra: dict | None = None,
+             same_as: str | None = None) -> bool:
         """Save ``model`` (and its optimisers) as the state after ``epoch`` completed epochs.
 
         Refuses to save NaN/inf weights or a NaN/inf loss, so the last good checkpoint survives.
@@ -120,6 +122,9 @@ class CheckpointStore:
             epoch: number of completed epochs (training resumes at this epoch index).
             logs: the epoch's logs, stored in the index for reference.
             extra: further JSON-friendly entries for the index (moved into place with it).
+            same_as: a weight file written from ``model`` in its current state (the best-epoch file
+                of this epoch): copied instead of serialising the model a second time (the coursework
+                U-Net's 24 MB file, measured on a busy 2-core machine: 0.01-0.04 s against 0.4-0.55 s).
 
         Returns:
             True if written, False if refused because something was not finite.
@@ -131,7 +136,10 @@ class CheckpointStore:
             print(f"[checkpoint] not saving epoch {epoch}: non-finite loss or weights; {what}", file=sys.stderr)
             return False
         name = f"epoch-{int(epoch):04d}.weights.h5"
-        atomic_save_weights(model, os.path.join(self.directory, name))
+        if same_as:
+            atomic_write(os.path.join(self.directory, name), lambda tmp: shutil.copyfile(same_as, tmp), ".weights.h5")
+        else:
+            atomic_save_weights(model, os.path.join(self.directory, name))
         record = {
             "epoch": int(epoch),
             "weights": name,
@@ -244,14 +252,15 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not _is_chief(self.model):
             return
-        best = self.best
+        best, best_path = self.best, None
         value = (logs or {}).get(self.monitor) if self.monitor else None
         if value is not None and _is_number(value) and self._improved(float(value)) and weights_are_finite(self.model):
             best = {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1,
                     "weights": f"best-epoch-{epoch + 1:04d}.weights.h5"}
             # Written before the index that names it, so the index never points at a missing file.
-            atomic_save_weights(self.model, os.path.join(self.store.directory, best["weights"]))
-        if self.store.save(self.model, epoch + 1, logs, extra={"best": best} if best else None):
+            best_path = os.path.join(self.store.directory, best["weights"])
+            atomic_save_weights(self.model, best_path)
+        if self.store.save(self.model, epoch + 1, logs, extra={"best": best} if best else None, same_as=best_path):
             self.best = best
 
     def on_train_end(self, logs=None):

@@ -167,7 +167,11 @@ def test_refused_checkpoint_says_what_is_kept(tmp_path, capsys):
     assert message in stopper.message and "kept" not in stopper.message
 
 
-def test_best_epoch_is_kept_atomically_and_remembered_across_a_resume(tmp_path):
+def test_best_epoch_is_kept_atomically_and_remembered_across_a_resume(tmp_path, monkeypatch):
+    saved = []  # every serialisation of a model to a weight file
+    real_save = cb.atomic_save_weights
+    monkeypatch.setattr(cb, "atomic_save_weights", lambda model, path: (saved.append(os.path.basename(path)), real_save(model, path))[1])
+
     def epoch_end(callback, model, epoch, val_loss):
         for w in model.trainable_weights:
             w.assign(w + 1.0)  # each epoch leaves different weights
@@ -193,12 +197,16 @@ def test_best_epoch_is_kept_atomically_and_remembered_across_a_resume(tmp_path):
     restored.load_weights(second.best_weights_path)
     for a, b in zip(restored.get_weights(), best_weights):
         np.testing.assert_array_equal(a, b)
+    saved.clear()
     new_best = epoch_end(second, model2, 3, 0.5)
+    assert saved == ["best-epoch-0004.weights.h5"]
     assert second.best["epoch"] == 4 and second.store.latest()["best"]["epoch"] == 4
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith("best-")) == ["best-epoch-0004.weights.h5"]
     restored.load_weights(second.best_weights_path)
     for a, b in zip(restored.get_weights(), new_best):
         np.testing.assert_array_equal(a, b)
+    # A best epoch's state is serialised once; its epoch checkpoint is a copy of that file.
+    assert (tmp_path / "epoch-0004.weights.h5").read_bytes() == (tmp_path / "best-epoch-0004.weights.h5").read_bytes()
     with pytest.raises(ValueError, match="mode"):
         cb.ResumableCheckpoint(str(tmp_path), mode="lowest")
 
