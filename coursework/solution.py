@@ -155,5 +155,9 @@ def _predict_slices(model, volume: np.ndarray, factor: int, batch_size: int) -> 
     d, h, w = volume.shape
     ph, pw = (-h) % factor, (-w) % factor
     padded = np.pad(volume, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="edge")
-    probs = model.predict(padded[..., None], batch_size=batch_size, verbose=0)
+    x = padded[..., None]
+    # predict_on_batch per chunk, not model.predict: predict builds a tf.data pipeline on every call,
+    # which took longer than the network itself for one volume (measured: 0.15-0.18 s against
+    # 0.23-0.36 s for 40 slices of 80x80 on 2 CPU cores; same output).
+    probs = np.concatenate([model.predict_on_batch(x[i : i + batch_size]) for i in range(0, d, batch_size)])
     return probs[:, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]

@@ -145,3 +145,20 @@ def test_load_run_says_corrupt_not_missing_for_a_damaged_model(tmp_path):
     with pytest.raises(UserError, match=r"model\.keras: corrupt or truncated") as info:
         load_run(tmp_path)
     assert "not found" not in str(info.value).lower()
+
+
+def test_predict_volume_pads_batches_and_crops_back(rng):
+    """Slice-by-slice inference equals the network on each padded slice, cropped back: a volume whose
+    slice count is not a multiple of the batch and whose plane is not a multiple of 2^depth."""
+    from coursework import solution
+    from coursework.config import CourseworkConfig
+
+    cfg = CourseworkConfig(depth=2, base_filters=4, largest_component=False)
+    model = solution.build_model(cfg, (None, None, 1), 4)
+    image = rng.normal(size=(7, 13, 10)).astype(np.float32)  # pads to 16 x 12
+    labels = solution.predict_volume(model, image, cfg, batch_size=3)
+    padded = np.pad(solution.preprocess(image), ((0, 0), (1, 2), (1, 1)), mode="edge")[..., None]
+    expected = np.argmax(np.asarray(model(padded, training=False)), axis=-1)[:, 1:14, 1:11]
+    assert labels.shape == image.shape and labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, expected)
+    assert len(np.unique(labels)) > 1  # an untrained net still varies over the volume
