@@ -10,8 +10,8 @@ FLOPs come from one counter for both, ``models.flops.conv_flops`` applied to eac
 convolutions (Keras layers, or PyTorch modules seen through forward hooks), times 3 for a training
 step (forward, gradient w.r.t. inputs, gradient w.r.t. weights).
 
-Cases: 2D 128x128, batch 16, and 3D 64^3, batch 2; Adam, cross-entropy, random data. Every
-measurement runs in a fresh process, kit and MONAI alternating within each of ``--repeats`` rounds,
+Cases: 2D 128x128, batch 16, and 3D 64^3, batch 2; Adam (the kit's, ``training.optim``),
+cross-entropy, random data. Every measurement runs in a fresh process, kit and MONAI alternating within each of ``--repeats`` rounds,
 so both sides of a ratio see the same load; the table quotes medians, and the kit/MONAI ratio is
 the median of the per-round ratios. Each process also times a 2048^2 float32 matmul in its own
 framework right after training: achieved GFLOP/s over that rate is the "fraction of matmul" column.
@@ -101,12 +101,11 @@ def _kit_batch(case: str):
 
 def kit_worker(case: str, steps: int, warmup: int) -> dict:
     """Samples/s, FLOPs and parameters of the kit's U-Net trained on one fixed random batch."""
-    import keras
-
     from models.flops import count_flops
+    from training import optim
 
     model = _kit_model(case)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=optim.get_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy")
     x, y = _kit_batch(case)
     for _ in range(warmup):
         model.train_on_batch(x, y)
@@ -136,14 +135,14 @@ def kit_profile_worker(case: str, warmup: int) -> dict:
     Returns ``{"step_seconds", "op_seconds": {category: s}, "conv_gflops"}``: op seconds add up
     over the inter-op threads (ops run concurrently), so they are read as shares, not wall time.
     """
-    import keras
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     from models.flops import count_flops
+    from training import optim
 
     model = _kit_model(case)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=optim.get_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy")
     x, y = _kit_batch(case)
     for _ in range(max(1, warmup)):
         model.train_on_batch(x, y)
