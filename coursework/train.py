@@ -47,6 +47,7 @@ from pathlib import Path
 
 from coursework._cli import UserError, hide_tensorflow_start_up_notices, run_cli
 from coursework.config import NUM_CLASSES, QUICK, STRUCTURES, CourseworkConfig, build_parser, resolve
+from data_utils.environment import freeze_long_lived_objects
 
 SYNTHETIC_DIRS = {CourseworkConfig().data_dir, QUICK["data_dir"]}
 CHECKPOINTS = "checkpoints"  # inside the incomplete folder; removed when the run is complete
@@ -167,7 +168,8 @@ def make_datasets(cfg: CourseworkConfig, train, val, start_epoch: int = 0):
 
         train_ds = tf.data.Dataset.zip((tf.data.Dataset.range(first, tf.int64.max), train_ds)).map(
             augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
-    return train_ds.map(datasets.to_xy).prefetch(tf.data.AUTOTUNE), val_ds.map(datasets.to_xy), steps
+    train_ds = datasets.fixed_parallelism(train_ds.map(datasets.to_xy).prefetch(tf.data.AUTOTUNE))
+    return train_ds, val_ds.map(datasets.to_xy), steps
 
 
 def random_crop(batch: dict, size, seed) -> dict:
@@ -324,6 +326,7 @@ def train_run(cfg: CourseworkConfig, run_dir: Path) -> dict:
         hint = " (set --slice-shape H W)" if "slice_shape" in str(err) else ""
         raise UserError(f"{data_dir}: {err}{hint}") from None
     model = build_and_compile(cfg, 2 if cfg.mode == "2d" else 3, steps)
+    freeze_long_lived_objects()
     callbacks = build_callbacks(cfg, run_dir)
     checkpoint = next(c for c in callbacks if isinstance(c, cbs.ResumableCheckpoint))
     stopper = next(c for c in callbacks if isinstance(c, cbs.StopOnNaN))

@@ -419,6 +419,15 @@ def test_a_resumed_stream_sees_the_batches_an_uninterrupted_run_sees():
         np.testing.assert_array_equal(y.numpy(), yr.numpy())
 
 
+def test_the_training_stream_runs_without_tf_data_autotuning():
+    """Its iterator is destroyed at the end of ``fit``; with autotuning that waited up to a minute."""
+    cfg = CourseworkConfig(batch_size=4, train_crop=(8, 12))
+    volumes = _volumes()
+    train_ds, val_ds, _ = train.make_datasets(cfg, volumes, volumes[:1])
+    assert train_ds.options().autotune.enabled is False
+    assert val_ds.options().autotune.enabled is False
+
+
 def test_random_crop_cuts_one_window_from_image_and_label():
     import tensorflow as tf
 

@@ -224,6 +224,55 @@ def test_volume_dataset():
     assert len(list(datasets.volume_dataset(mixed, batch_size=1))) == 4
 
 
+def test_kit_pipelines_run_without_autotuning_and_keep_their_elements():
+    """Every kit pipeline ends with ``fixed_parallelism``: no autotuning thread, same elements."""
+    volumes = _volumes(3, (4, 8, 8))
+    pipelines = {
+        "slices": datasets.slice_dataset(volumes, 4, seed=1),
+        "patches": datasets.patch_dataset(volumes, (2, 4, 4), 2, seed=1, patches_per_volume=2),
+        "volumes": datasets.volume_dataset(volumes),
+        "mapped afterwards": datasets.slice_dataset(volumes, 4, seed=1).map(datasets.to_xy),
+    }
+    for name, ds in pipelines.items():
+        assert ds.options().autotune.enabled is False, name
+    autotuned = datasets.slice_dataset(volumes, 4, seed=1).with_options(_autotune_on())
+    assert autotuned.options().autotune.enabled is True
+    for a, b in zip(pipelines["slices"], autotuned):
+        np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
+        np.testing.assert_array_equal(a["label"].numpy(), b["label"].numpy())
+
+
+def test_fixed_parallelism_still_runs_one_map_call_per_core():
+    """``AUTOTUNE`` without autotuning means one parallel call per core, not one call at a time."""
+    import os
+    import threading
+    import time
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores < 2:
+        pytest.skip("needs 2 cores")
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(x):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return x
+
+    ds = tf.data.Dataset.range(12).map(lambda x: tf.py_function(slow, [x], tf.int64), num_parallel_calls=tf.data.AUTOTUNE)
+    assert sorted(int(v) for v in datasets.fixed_parallelism(ds)) == list(range(12))
+    assert peak[0] >= 2
+
+
+def _autotune_on() -> tf.data.Options:
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    return options
+
+
 def test_load_cases_reorients_any_orientation_to_the_same_layout(tmp_path):
     case = pelvic.make_pelvic_case(2, (6, 16, 20), (16.0, 7.5, 6.0))
     # The same data stored flipped left-right (voxel w' = W-1-w), and also as canonical (x, y, z).

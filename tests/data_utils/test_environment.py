@@ -77,3 +77,18 @@ def test_exit_hook_finalises_garbage_then_freezes_what_is_alive(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": root}, check=True).stdout
     assert out.splitlines() == ["one hook True", "finalised", "frozen True"]
+
+
+def test_freeze_long_lived_objects_takes_them_out_of_later_collections():
+    import gc
+
+    keep = [[i] for i in range(1000)]  # tracked containers, alive from now on
+    try:
+        before = gc.get_freeze_count()
+        frozen = environment.freeze_long_lived_objects()
+        assert frozen == gc.get_freeze_count() >= before + len(keep)
+        assert all(gc.is_tracked(item) for item in keep)
+        # A collection now looks only at what came later: the frozen lists are not in any generation.
+        assert not any(item is keep[0] for item in gc.get_objects())
+    finally:
+        gc.unfreeze()
