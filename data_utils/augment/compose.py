@@ -261,8 +261,11 @@ def apply_to_dataset(dataset, chain, seed, num_parallel_calls=tf.data.AUTOTUNE, 
         seed: int (or shape-[2] tensor when ``new_randomness_each_epoch=False``).
 
     Returns:
-        The augmented dataset.
+        The augmented dataset, with ``tf.data``'s autotuning off as in every kit pipeline
+        (:func:`data_utils.datasets.fixed_parallelism`: ``AUTOTUNE`` is one call per core).
     """
+    from data_utils.datasets import fixed_parallelism  # here: datasets imports this module
+
     if isinstance(chain, (list, tuple)):
         chain = Compose(chain)
     if not callable(chain):
@@ -280,5 +283,6 @@ def apply_to_dataset(dataset, chain, seed, num_parallel_calls=tf.data.AUTOTUNE, 
     def augment_batch(counter, element):
         return chain(element, batch_seed(base, counter))
 
-    return dataset.map(augment_batch, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    return fixed_parallelism(dataset.map(augment_batch, num_parallel_calls=num_parallel_calls,
+                                         deterministic=deterministic))
 
