@@ -1,5 +1,7 @@
 """Tests for data_utils.datasets: finding cases, case-level splits, loading and tf.data pipelines."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -242,29 +244,42 @@ def test_kit_pipelines_run_without_autotuning_and_keep_their_elements():
         np.testing.assert_array_equal(a["label"].numpy(), b["label"].numpy())
 
 
-def test_fixed_parallelism_still_runs_one_map_call_per_core():
-    """``AUTOTUNE`` without autotuning means one parallel call per core, not one call at a time."""
+def test_fixed_parallelism_still_runs_one_map_call_per_core(tmp_path):
+    """``AUTOTUNE`` without autotuning means one parallel call per core, not one call at a time.
+
+    In a fresh process: the probe is a stateful ``py_function``, which ``tf.data`` runs one call at
+    a time once another test has turned on op determinism (``training.reproducibility.set_seed``).
+    """
     import os
-    import threading
-    import time
+    import subprocess
+    import sys
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if cores < 2:
         pytest.skip("needs 2 cores")
-    running, peak, lock = [0], [0], threading.Lock()
-
-    def slow(x):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        return x
-
-    ds = tf.data.Dataset.range(12).map(lambda x: tf.py_function(slow, [x], tf.int64), num_parallel_calls=tf.data.AUTOTUNE)
-    assert sorted(int(v) for v in datasets.fixed_parallelism(ds)) == list(range(12))
-    assert peak[0] >= 2
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import threading, time\n"
+        "import tensorflow as tf\n"
+        "from data_utils import datasets\n"
+        "running, peak, lock = [0], [0], threading.Lock()\n"
+        "def slow(x):\n"
+        "    with lock:\n"
+        "        running[0] += 1; peak[0] = max(peak[0], running[0])\n"
+        "    time.sleep(0.05)\n"
+        "    with lock:\n"
+        "        running[0] -= 1\n"
+        "    return x\n"
+        "ds = tf.data.Dataset.range(12).map(lambda x: tf.py_function(slow, [x], tf.int64), num_parallel_calls=tf.data.AUTOTUNE)\n"
+        "ds = datasets.fixed_parallelism(ds)\n"
+        "print(ds.options().autotune.enabled, sorted(int(v) for v in ds) == list(range(12)), peak[0])\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", f"import data_utils; exec(open({str(script)!r}).read())"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": root}, check=True)
+    enabled, complete, peak = out.stdout.split()
+    assert enabled == "False" and complete == "True"
+    assert int(peak) >= 2
 
 
 def _autotune_on() -> tf.data.Options:
