@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import models  # noqa: E402
-from data_utils import augment  # noqa: E402
+from data_utils import augment, datasets  # noqa: E402
 from data_utils.synthetic import make_ultrasound_dataset  # noqa: E402
 from training import metrics, regularization  # noqa: E402
 
@@ -142,8 +142,10 @@ train_ds = (tf.data.Dataset.from_tensor_slices({"image": x_train, "label": y_tra
 # ends at every epoch, and here that cost more than training the epoch (the quick run took 50 s with
 # it, 40 s without). Each repetition still reshuffles the images and draws new augmentation seeds.
 STEPS_PER_EPOCH = -(-NUM_TRAIN // BATCH_SIZE)  # one pass over the training images: batches of 32, 32, 16
-train_ds = tf.data.Dataset.zip((train_ds, randoms)).map(
-    lambda element, seed: augment_batch(element, seed), num_parallel_calls=tf.data.AUTOTUNE).repeat().prefetch(2)
+# `fixed_parallelism`: tf.data's autotuning off, as in every kit pipeline (its background thread can make
+# the end of `fit` wait up to a minute; `AUTOTUNE` then runs one call per core).
+train_ds = datasets.fixed_parallelism(tf.data.Dataset.zip((train_ds, randoms)).map(
+    lambda element, seed: augment_batch(element, seed), num_parallel_calls=tf.data.AUTOTUNE).repeat().prefetch(2))
 
 example_images, example_labels = next(iter(train_ds))
 fig, axes = plt.subplots(2, 6, figsize=(11, 4))
