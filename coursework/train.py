@@ -168,8 +168,8 @@ def make_datasets(cfg: CourseworkConfig, train, val, start_epoch: int = 0):
 
         train_ds = tf.data.Dataset.zip((tf.data.Dataset.range(first, tf.int64.max), train_ds)).map(
             augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
-    train_ds = datasets.fixed_parallelism(train_ds.map(datasets.to_xy).prefetch(tf.data.AUTOTUNE))
-    return train_ds, val_ds.map(datasets.to_xy), steps
+    # Both streams keep the kit pipelines' options (no tf.data autotuning) through these maps.
+    return train_ds.map(datasets.to_xy).prefetch(tf.data.AUTOTUNE), val_ds.map(datasets.to_xy), steps
 
 
 def random_crop(batch: dict, size, seed) -> dict:

@@ -294,9 +294,12 @@ def _finish(ds, batch_size, *, shuffle, seed, shuffle_buffer, augment, drop_rema
         ds = ds.shuffle(shuffle_buffer, seed=int(seed), reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
-    ds = _apply_augment(ds, augment, seed)
-    return fixed_parallelism(ds.prefetch(AUTOTUNE))
+    return _augment_and_prefetch(ds.batch(int(batch_size), drop_remainder=drop_remainder), augment, seed)
+
+
+def _augment_and_prefetch(ds: tf.data.Dataset, augment, seed: int) -> tf.data.Dataset:
+    """The end of every kit pipeline: the augmentation, a prefetch, and no autotuning."""
+    return fixed_parallelism(_apply_augment(ds, augment, seed).prefetch(AUTOTUNE))
 
 
 def fixed_parallelism(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -501,8 +504,7 @@ def patch_dataset(
     )
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(int(batch_size))
-    return fixed_parallelism(_apply_augment(ds, augment, seed).prefetch(AUTOTUNE))
+    return _augment_and_prefetch(ds.batch(int(batch_size)), augment, seed)
 
 
 def volume_dataset(
@@ -550,8 +552,7 @@ def volume_dataset(
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
     if shuffle:
         ds = ds.shuffle(len(volumes), seed=int(seed), reshuffle_each_iteration=True)
-    ds = ds.batch(int(batch_size))
-    return fixed_parallelism(_apply_augment(ds, augment, seed).prefetch(AUTOTUNE))
+    return _augment_and_prefetch(ds.batch(int(batch_size)), augment, seed)
 
 
 def to_xy(element: dict) -> tuple[tf.Tensor, tf.Tensor]:

@@ -259,6 +259,7 @@ def test_fixed_parallelism_still_runs_one_map_call_per_core(tmp_path):
         pytest.skip("needs 2 cores")
     script = tmp_path / "probe.py"
     script.write_text(
+        "import data_utils  # the kit's TensorFlow settings first\n"
         "import threading, time\n"
         "import tensorflow as tf\n"
         "from data_utils import datasets\n"
@@ -275,8 +276,7 @@ def test_fixed_parallelism_still_runs_one_map_call_per_core(tmp_path):
         "print(ds.options().autotune.enabled, sorted(int(v) for v in ds) == list(range(12)), peak[0])\n"
     )
     root = str(Path(__file__).resolve().parents[2])
-    out = subprocess.run([sys.executable, "-c", f"import data_utils; exec(open({str(script)!r}).read())"],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": root}, check=True)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": root}, check=True)
     enabled, complete, peak = out.stdout.split()
     assert enabled == "False" and complete == "True"
     assert int(peak) >= 2
